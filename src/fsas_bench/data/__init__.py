@@ -1,0 +1,1 @@
+"""Dataset adapters, the embedded synthetic benchmark, shot manifests and the datamodule."""
