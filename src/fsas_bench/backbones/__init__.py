@@ -1,0 +1,15 @@
+"""Frozen open_clip backbones, the shipped tiny config, and the encode-once feature cache."""
+
+from fsas_bench.backbones.cache import CacheStats, FeatureCache
+from fsas_bench.backbones.clip import BackboneFeatures, ClipBackbone, load_backbone
+from fsas_bench.backbones.registry import TINY_ARCH, list_backbones
+
+__all__ = [
+    "TINY_ARCH",
+    "BackboneFeatures",
+    "CacheStats",
+    "ClipBackbone",
+    "FeatureCache",
+    "list_backbones",
+    "load_backbone",
+]
