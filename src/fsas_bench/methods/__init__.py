@@ -1,0 +1,7 @@
+"""FSAS methods: one sub-package per method (pure torch model + LightningModule), one registry."""
+
+from fsas_bench.methods import patchknn  # noqa: F401  (registers the method)
+from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
+from fsas_bench.methods.registry import get_method, list_methods, register_method
+
+__all__ = ["FewShotMethod", "MethodConfig", "MethodOutput", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,47 @@
+"""Patch-kNN: nearest-neighbour distance of each query patch to the reference patches (baselines.md §2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fsas_bench.methods.ops import gaussian_blur, grid_side, min_cosine_distance, upsample_grid
+
+
+class PatchKNNModel(nn.Module):
+    """Memory of reference patch tokens per block; scores queries by min (1 − cos)/2.
+
+    Args:
+        blocks: backbone block indices whose tokens are compared.
+        output_size: side of the output map.
+        sigma: Gaussian smoothing σ in output pixels (0 disables).
+        image_score: ``map_max`` (max of the final map) or ``grid_max`` (max of the patch-grid distances).
+    """
+
+    def __init__(self, blocks: tuple[int, ...], output_size: int, sigma: float, image_score: str) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.output_size = output_size
+        self.sigma = sigma
+        self.image_score = image_score
+        self.memory: dict[int, Tensor] = {}
+
+    def set_memory(self, tokens: dict[int, Tensor]) -> None:
+        """Store the reference memory: block → ``M × C`` tokens of all k references."""
+        self.memory = {b: tokens[b] for b in self.blocks}
+
+    def grid_distances(self, tokens: dict[int, Tensor]) -> Tensor:
+        """Mean over blocks of each patch's distance to the memory: ``N`` patch tokens per block → ``h × w``."""
+        dist = torch.stack([min_cosine_distance(tokens[b], self.memory[b].to(tokens[b].device)) for b in self.blocks])
+        side = grid_side(dist.shape[1])
+        return dist.mean(0).view(side, side)
+
+    def forward(self, tokens: list[dict[int, Tensor]]) -> tuple[Tensor, Tensor]:
+        """Maps ``B × S × S`` and image scores ``B`` for B queries (each block → ``N × C`` tokens).
+
+        Queries are scored one at a time, so results do not depend on the batch composition.
+        """
+        grids = torch.stack([self.grid_distances(t) for t in tokens])
+        maps = gaussian_blur(upsample_grid(grids, self.output_size), self.sigma)
+        source = maps if self.image_score == "map_max" else grids
+        return maps, source.flatten(1).amax(dim=1)
