@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fsas_bench.backbones import FeatureCache, load_backbone
-from fsas_bench.backbones.clip import RANDOM_WEIGHTS_LABEL
+from fsas_bench.backbones.clip import RANDOM_WEIGHTS_LABEL, sliding_windows
 from fsas_bench.errors import UserError
 
 
@@ -22,7 +22,7 @@ def test_tiny_backbone_is_seeded_and_labelled(tiny_backbone):
 
 def test_tokens_are_raw_residual_stream_without_cls(tiny_backbone):
     x = torch.randn(2, 3, 224, 224)
-    tokens, embedding = tiny_backbone.encode_images(x, [1, 3])
+    out = tiny_backbone.encode(x, ["block1", "block3", "embedding", "final_tokens"])
     visual = tiny_backbone.model.visual
     with torch.no_grad():
         h = visual._embeds(x)
@@ -31,10 +31,30 @@ def test_tokens_are_raw_residual_stream_without_cls(tiny_backbone):
             h = block(h)
             manual[i] = h[:, 1:]
         pooled = visual.ln_post(h[:, 0]) @ visual.proj
+        final = visual.ln_post(h)[:, 1:]
     for b in (1, 3):
-        assert tokens[b].shape == (2, 196, 128)
-        torch.testing.assert_close(tokens[b], manual[b], rtol=0, atol=1e-5)
-    torch.testing.assert_close(embedding, pooled, rtol=0, atol=1e-5)
+        assert out[f"block{b}"].shape == (2, 196, 128)
+        torch.testing.assert_close(out[f"block{b}"], manual[b], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["embedding"], pooled, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["final_tokens"], final, rtol=0, atol=1e-5)
+
+
+def test_sliding_windows_count_and_coverage():
+    for scale, count, most in ((2, 169, 4), (3, 144, 9)):
+        windows = sliding_windows((14, 14), scale)
+        assert windows.shape == (count, scale * scale)
+        coverage = torch.bincount(windows.flatten(), minlength=196)
+        assert coverage.min() == 1 and coverage.max() == most
+    assert sliding_windows((15, 15), 2).shape[0] == 196 and sliding_windows((15, 15), 3).shape[0] == 169
+    assert sliding_windows((3, 3), 2).tolist() == [[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]]
+
+
+def test_window_path_with_all_tokens_reproduces_image_embedding(tiny_backbone):
+    x = torch.randn(2, 3, 224, 224)
+    everything = torch.arange(196).view(1, 196)
+    windowed = tiny_backbone._encode_windows(x, everything)[:, 0]
+    torch.testing.assert_close(windowed, tiny_backbone.encode(x, ["embedding"])["embedding"], rtol=0, atol=1e-5)
+    assert tiny_backbone.encode(x, ["window2"])["window2"].shape == (2, 169, 128)
 
 
 def test_text_embeddings_are_cached(tiny_backbone):
@@ -71,24 +91,25 @@ def test_cache_encodes_each_image_once_and_is_batch_invariant(tiny_backbone, tmp
     images = torch.randn(5, 3, 224, 224)
     shas = [f"img{i}" for i in range(5)]
     cache = FeatureCache(tiny_backbone)
-    batched = cache.features(images, shas, (1, 3))
+    names = ("block1", "block3", "embedding")
+    batched = cache.features(images, shas, names)
     assert (cache.stats.misses, cache.stats.forwards) == (5, 5)
-    singles = [cache.features(images[i : i + 1], shas[i : i + 1], (1,))[0] for i in range(5)]
+    singles = [cache.features(images[i : i + 1], shas[i : i + 1], ("block1",))[0] for i in range(5)]
     assert (cache.stats.hits, cache.stats.forwards) == (5, 5)
     fresh = FeatureCache(tiny_backbone)
-    one_by_one = [fresh.features(images[i : i + 1], shas[i : i + 1], (1, 3))[0] for i in range(5)]
+    one_by_one = [fresh.features(images[i : i + 1], shas[i : i + 1], names)[0] for i in range(5)]
     for a, b, c in zip(batched, singles, one_by_one, strict=True):
-        assert torch.equal(a.tokens[1], b.tokens[1]) and torch.equal(a.tokens[3], c.tokens[3])
-        assert torch.equal(a.embedding, c.embedding)
-    cache.features(images[:1], shas[:1], (1, 5))  # a new block re-encodes that image only
+        assert torch.equal(a["block1"], b["block1"]) and torch.equal(a["block3"], c["block3"])
+        assert torch.equal(a["embedding"], c["embedding"])
+    cache.features(images[:1], shas[:1], ("block1", "block5"))  # a new feature re-encodes that image only
     assert cache.stats.forwards == 6
 
 
 def test_disk_cache_round_trip(tiny_backbone, tmp_path):
     images = torch.randn(2, 3, 224, 224)
-    written = FeatureCache(tiny_backbone, tmp_path).features(images, ["a", "b"], (2,))
+    written = FeatureCache(tiny_backbone, tmp_path).features(images, ["a", "b"], ("block2", "embedding"))
     reader = FeatureCache(tiny_backbone, tmp_path)
-    read = reader.features(images, ["a", "b"], (2,))
+    read = reader.features(images, ["a", "b"], ("block2", "embedding"))
     assert reader.stats.forwards == 0 and reader.stats.hits == 2
     for w, r in zip(written, read, strict=True):
-        assert torch.equal(w.tokens[2], r.tokens[2]) and torch.equal(w.embedding, r.embedding)
+        assert w.keys() == r.keys() and all(torch.equal(w[k], r[k]) for k in w)

@@ -43,7 +43,7 @@ def test_grid_distance_is_mean_over_blocks_of_min_over_memory():
 def test_reference_image_scores_zero_and_batch_size_never_matters(method):
     images = torch.randn(6, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     names = [f"q{i}" for i in range(6)]
-    method.set_support([_batch(images[:2], names[:2])])
+    method.set_support([_batch(images[:2], names[:2])], "cat")
     whole = method.predict_step(_batch(images, names), 0)
     parts = [method.predict_step(_batch(images[i : i + 1], names[i : i + 1]), i) for i in range(6)]
     assert torch.equal(whole.anomaly_maps, torch.cat([p.anomaly_maps for p in parts]))
@@ -59,7 +59,7 @@ def test_image_score_rules(tiny_backbone):
     outs = {}
     for rule in ("map_max", "grid_max"):
         m = cls(PatchKNNConfig(output_size=64, image_score=rule), cache)
-        m.set_support([_batch(images[:1], ["r"])])
+        m.set_support([_batch(images[:1], ["r"])], "cat")
         outs[rule] = m.predict_step(_batch(images[1:], ["a", "b"]), 0)
     torch.testing.assert_close(outs["map_max"].image_scores, outs["map_max"].anomaly_maps.flatten(1).amax(1))
     assert torch.all(outs["grid_max"].image_scores >= outs["map_max"].image_scores)  # smoothing lowers peaks

@@ -43,19 +43,25 @@ class FeatureCache:
         self.stats = CacheStats()
         self._memory: dict[str, BackboneFeatures] = {}
 
-    def features(self, images: Tensor, image_shas: Sequence[str], blocks: Sequence[int]) -> list[BackboneFeatures]:
-        """Features of each image of the batch ``images`` ``B × 3 × S × S``, identified by file SHA-256."""
-        wanted = set(blocks)
+    def features(self, images: Tensor, image_shas: Sequence[str], names: Sequence[str]) -> list[BackboneFeatures]:
+        """Named features (see :meth:`ClipBackbone.encode`) of each image of ``images`` ``B × 3 × S × S``.
+
+        Images are identified by file SHA-256; each image is encoded alone, once per missing feature set.
+        """
+        wanted = set(names)
         result = []
         for image, sha in zip(images, image_shas, strict=True):
             key = self._key(sha)
-            entry = self._memory.get(key) or self._load(key)
-            if entry is not None and wanted <= entry.tokens.keys():
-                self.stats.hits += 1
-            else:
+            entry = self._memory.get(key) or self._load(key) or {}
+            missing = wanted - entry.keys()
+            if missing:
                 self.stats.misses += 1
-                entry = self._encode(image, wanted, entry)
+                self.stats.forwards += 1
+                encoded = self.backbone.encode(image.unsqueeze(0), sorted(missing))
+                entry = {**entry, **{n: t[0].cpu() for n, t in encoded.items()}}
                 self._store(key, entry)
+            else:
+                self.stats.hits += 1
             self._memory[key] = entry
             result.append(entry)
         return result
@@ -67,26 +73,16 @@ class FeatureCache:
     def _key(self, image_sha: str) -> str:
         return hashlib.sha256(f"{self.backbone.identity}|{image_sha}".encode()).hexdigest()
 
-    def _encode(self, image: Tensor, blocks: set[int], previous: BackboneFeatures | None) -> BackboneFeatures:
-        self.stats.forwards += 1
-        tokens, embedding = self.backbone.encode_images(image.unsqueeze(0), sorted(blocks))
-        merged = dict(previous.tokens) if previous else {}
-        merged.update({b: t[0].cpu() for b, t in tokens.items()})
-        return BackboneFeatures(tokens=merged, embedding=embedding[0].cpu())
-
     def _load(self, key: str) -> BackboneFeatures | None:
         if self.disk_dir is None or not (path := self.disk_dir / f"{key}.safetensors").is_file():
             return None
-        tensors = load_file(path)
-        embedding = tensors.pop("embedding")
-        return BackboneFeatures(tokens={int(k.removeprefix("block_")): v for k, v in tensors.items()}, embedding=embedding)
+        return load_file(path)
 
     def _store(self, key: str, entry: BackboneFeatures) -> None:
         if self.disk_dir is None:
             return
         self.disk_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"block_{b}": t.contiguous() for b, t in entry.tokens.items()}
-        tensors["embedding"] = entry.embedding.contiguous()
+        tensors = {name: t.contiguous() for name, t in entry.items()}
         fd, tmp = tempfile.mkstemp(dir=self.disk_dir, suffix=".tmp")
         os.close(fd)
         save_file(tensors, tmp)

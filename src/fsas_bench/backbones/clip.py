@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,21 @@ from fsas_bench.hashing import sha256_file
 RANDOM_WEIGHTS_LABEL = "none (random weights)"
 
 
-@dataclass(frozen=True)
-class BackboneFeatures:
-    """Features of one image.
+BackboneFeatures = dict[str, Tensor]
+"""Named features of one image (see :meth:`ClipBackbone.encode`)."""
 
-    Attributes:
-        tokens: block index → patch tokens, ``N × C`` (N = grid cells, row-major).
-        embedding: the projected global image embedding, ``D``.
+
+def sliding_windows(grid: tuple[int, int], scale: int) -> Tensor:
+    """Patch indices of every ``scale × scale`` window at stride 1 on a ``grid`` (row-major).
+
+    Returns:
+        ``n_windows × scale²`` long tensor; windows ordered by top-left corner, row-major.
     """
-
-    tokens: dict[int, Tensor]
-    embedding: Tensor
+    height, width = grid
+    if scale > min(height, width):
+        raise ValueError(f"window scale {scale} exceeds the {height}×{width} patch grid")
+    cells = torch.arange(height * width).view(1, 1, height, width).float()
+    return torch.nn.functional.unfold(cells, kernel_size=scale).long()[0].T
 
 
 class ClipBackbone(nn.Module):
@@ -82,14 +85,49 @@ class ClipBackbone(nn.Module):
         return (x - self.mean.cpu()) / self.std.cpu()
 
     @torch.no_grad()
-    def encode_images(self, images: Tensor, blocks: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
-        """Patch tokens of ``blocks`` (each ``B × N × C``) and global embeddings (``B × D``) of ``images`` ``B × 3 × S × S``."""
+    def encode(self, images: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+        """Named features of ``images`` ``B × 3 × S × S``; each name gives a ``B × ...`` tensor:
+
+        - ``block{i}``: patch tokens after block i, raw residual stream, CLS dropped (``B × N × C``);
+        - ``embedding``: the projected global image embedding (``B × D``);
+        - ``final_tokens``: patch tokens after the last block and ``ln_post``, before ``proj`` (``B × N × C``);
+        - ``window{s}``: projected CLS embeddings of every s × s window (``B × n_windows × D``), each window
+          encoded alone: CLS + its tokens (after positional embedding) through ``ln_pre``, the transformer,
+          ``ln_post`` and ``proj`` (WinCLIP).
+        """
+        images = images.to(self.mean.device)
+        blocks = sorted({int(n.removeprefix("block")) for n in names if n.startswith("block")})
         self._check_blocks(blocks)
+        last = self.depth - 1
+        taps = sorted(set(blocks) | {last})  # the last block is always run; tapping it is free
         out = self.model.visual.forward_intermediates(
-            images.to(self.mean.device), indices=list(blocks), output_fmt="NLC", normalize_intermediates=False
+            images, indices=taps, output_fmt="NLC", normalize_intermediates=False
         )
-        tokens = dict(zip(sorted(set(blocks)), out["image_intermediates"], strict=True))
-        return tokens, out["image_features"]
+        tapped = dict(zip(taps, out["image_intermediates"], strict=True))
+        result = {f"block{b}": tapped[b] for b in blocks}
+        if "embedding" in names:
+            result["embedding"] = out["image_features"]
+        if "final_tokens" in names:
+            result["final_tokens"] = self.model.visual.ln_post(tapped[last])
+        for name in names:
+            if name.startswith("window"):
+                result[name] = self._encode_windows(images, sliding_windows(self.grid, int(name.removeprefix("window"))))
+        return result
+
+    def _encode_windows(self, images: Tensor, windows: Tensor) -> Tensor:
+        """``B × n_windows × D`` embeddings of the windows (``n_windows × w`` patch indices)."""
+        visual = self.model.visual
+        x = visual.conv1(images).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        batch, n_windows = x.shape[0], windows.shape[0]
+        select = torch.cat([torch.zeros(n_windows, 1, dtype=torch.long), windows + 1], dim=1).to(x.device)
+        seq = x[:, select].flatten(0, 1)  # (B · n_windows) × (1 + w) × C
+        seq = visual.transformer(visual.ln_pre(seq))
+        pooled, _ = visual._pool(seq)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return pooled.view(batch, n_windows, -1)
 
     @torch.no_grad()
     def encode_text(self, prompts: Sequence[str]) -> Tensor:

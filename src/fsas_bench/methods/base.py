@@ -8,6 +8,7 @@ to the evaluation frame and scores them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
@@ -70,13 +71,14 @@ class FewShotMethod(L.LightningModule, ABC):
         self.config = config
         self.cache = cache
 
-    def features(self, batch: dict[str, Any], blocks: tuple[int, ...]) -> list[BackboneFeatures]:
-        """Backbone features of a datamodule batch (``image`` ``B × 3 × S × S``, ``sha`` list)."""
-        return self.cache.features(batch["image"], batch["sha"], blocks)
+    def features(self, batch: dict[str, Any], names: Sequence[str]) -> list[BackboneFeatures]:
+        """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch."""
+        return self.cache.features(batch["image"], batch["sha"], names)
 
     @abstractmethod
-    def set_support(self, batches: list[dict[str, Any]]) -> None:
-        """Build the per-category state (memory, fitted prompts, ...) from the k reference images."""
+    def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
+        """Build the per-category state (memory, text prototypes, fitted prompts, ...) from the k references
+        (``batches`` is empty for zero-shot)."""
 
     @abstractmethod
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:
