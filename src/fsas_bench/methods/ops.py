@@ -48,11 +48,13 @@ def min_cosine_distance(queries: Tensor, memory: Tensor) -> Tensor:
         memory: ``M × C`` features (any norm).
 
     Returns:
-        ``N`` distances in [0, 1].
+        ``N`` distances in [0, 1]; rounding that pushes cos past 1 gives +0.0 (never negative or -0.0,
+        so that reciprocals in harmonic means stay +inf).
     """
     q = F.normalize(queries, dim=-1)
     m = F.normalize(memory, dim=-1)
-    return ((1.0 - q @ m.T) / 2.0).amin(dim=1)
+    dist = ((1.0 - q @ m.T) / 2.0).amin(dim=1)
+    return torch.where(dist > 0, dist, torch.zeros_like(dist))
 
 
 def grid_side(num_tokens: int) -> int:
