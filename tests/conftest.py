@@ -23,3 +23,24 @@ def tiny_backbone():
     from fsas_bench.backbones import load_backbone
 
     return load_backbone("fsas-tiny", None)
+
+
+@pytest.fixture
+def image_files(tmp_path: Path):
+    """Factory: ``n`` seeded random RGB PNGs → a datamodule-style batch dict (``path``, ``sha`` lists)."""
+    import numpy as np
+    from PIL import Image
+
+    from fsas_bench.data.datamodule import image_sha
+
+    def make(n: int, seed: int = 0, prefix: str = "img") -> dict:
+        rng = np.random.default_rng(seed)
+        paths = []
+        for i in range(n):
+            path = tmp_path / f"{prefix}{seed}_{i}.png"
+            Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(path)
+            paths.append(path)
+        return {"path": [str(p) for p in paths], "sha": [image_sha(p) for p in paths]}
+
+    return make
+

@@ -92,24 +92,35 @@ def test_cache_encodes_each_image_once_and_is_batch_invariant(tiny_backbone, tmp
     shas = [f"img{i}" for i in range(5)]
     cache = FeatureCache(tiny_backbone)
     names = ("block1", "block3", "embedding")
-    batched = cache.features(images, shas, names)
+    batched = cache.features(shas, names, lambda i: images[i])
     assert (cache.stats.misses, cache.stats.forwards) == (5, 5)
-    singles = [cache.features(images[i : i + 1], shas[i : i + 1], ("block1",))[0] for i in range(5)]
+    singles = [cache.features(shas[i : i + 1], ("block1",), lambda _: pytest.fail("decoded a cached image"))[0]
+               for i in range(5)]  # fmt: skip
     assert (cache.stats.hits, cache.stats.forwards) == (5, 5)
     fresh = FeatureCache(tiny_backbone)
-    one_by_one = [fresh.features(images[i : i + 1], shas[i : i + 1], names)[0] for i in range(5)]
+    one_by_one = [fresh.features(shas[i : i + 1], names, lambda _, i=i: images[i])[0] for i in range(5)]
     for a, b, c in zip(batched, singles, one_by_one, strict=True):
         assert torch.equal(a["block1"], b["block1"]) and torch.equal(a["block3"], c["block3"])
         assert torch.equal(a["embedding"], c["embedding"])
-    cache.features(images[:1], shas[:1], ("block1", "block5"))  # a new feature re-encodes that image only
+    cache.features(shas[:1], ("block1", "block5"), lambda i: images[i])  # a new feature re-encodes that image only
     assert cache.stats.forwards == 6
 
 
 def test_disk_cache_round_trip(tiny_backbone, tmp_path):
     images = torch.randn(2, 3, 224, 224)
-    written = FeatureCache(tiny_backbone, tmp_path).features(images, ["a", "b"], ("block2", "embedding"))
+    written = FeatureCache(tiny_backbone, tmp_path).features(["a", "b"], ("block2", "embedding"), lambda i: images[i])
     reader = FeatureCache(tiny_backbone, tmp_path)
-    read = reader.features(images, ["a", "b"], ("block2", "embedding"))
+    read = reader.features(["a", "b"], ("block2", "embedding"), lambda i: images[i])
     assert reader.stats.forwards == 0 and reader.stats.hits == 2
     for w, r in zip(written, read, strict=True):
         assert w.keys() == r.keys() and all(torch.equal(w[k], r[k]) for k in w)
+
+
+def test_prefetch_encodes_every_method_feature_on_the_first_miss(tiny_backbone):
+    images = torch.randn(2, 3, 224, 224)
+    cache = FeatureCache(tiny_backbone)
+    cache.prefetch = {"block1", "window2"}
+    first = cache.features(["a", "b"], ("embedding",), lambda i: images[i])
+    assert first[0].keys() == {"block1", "window2", "embedding"}
+    cache.features(["a", "b"], ("block1", "window2"), lambda i: pytest.fail("re-encoded a prefetched image"))
+    assert cache.stats.forwards == 2 and cache.stats.hits == 2

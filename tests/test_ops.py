@@ -7,19 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from fsas_bench.methods.ops import gaussian_blur, min_cosine_distance, upsample_grid
-
-
-@pytest.mark.parametrize("sigma", [1.0, 4.0, 6.0])
-def test_gaussian_blur_equals_scipy(sigma):
-    maps = torch.rand(3, 41, 29, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    expected = np.stack([ndi.gaussian_filter(m, sigma, mode="reflect") for m in maps.numpy()])
-    np.testing.assert_allclose(gaussian_blur(maps, sigma).numpy(), expected, atol=1e-12)
-
-
-def test_gaussian_blur_sigma_zero_is_identity():
-    maps = torch.rand(2, 8, 8)
-    assert torch.equal(gaussian_blur(maps, 0.0), maps)
+from fsas_bench.methods.ops import min_cosine_distance, upsample_and_blur
 
 
 def test_min_cosine_distance_brute_force():
@@ -32,6 +20,17 @@ def test_min_cosine_distance_brute_force():
     assert torch.allclose(min_cosine_distance(m, m), torch.zeros(11), atol=1e-6)
 
 
-def test_upsample_grid_shape_and_constant():
-    out = upsample_grid(torch.full((2, 3, 3), 0.25), 17)
-    assert out.shape == (2, 17, 17) and torch.allclose(out, torch.full_like(out, 0.25))
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 4.0, 6.0])
+def test_upsample_and_blur_equals_interpolate_then_scipy(sigma):
+    grids = torch.rand(3, 14, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    two_steps = torch.nn.functional.interpolate(grids[:, None], size=(50, 50), mode="bilinear", align_corners=False)
+    expected = np.stack([ndi.gaussian_filter(m, sigma, mode="reflect") if sigma else m for m in two_steps[:, 0].numpy()])
+    np.testing.assert_allclose(upsample_and_blur(grids, 50, sigma).numpy(), expected, atol=1e-12)
+
+
+def test_upsample_and_blur_keeps_constants_and_batches_independent():
+    grids = torch.rand(4, 5, 5, generator=torch.Generator().manual_seed(3))
+    whole = upsample_and_blur(grids, 37, 4.0)
+    assert torch.equal(whole, torch.cat([upsample_and_blur(g[None], 37, 4.0) for g in grids]))
+    const = upsample_and_blur(torch.full((1, 3, 3), 0.25), 17, 4.0)
+    assert const.shape == (1, 17, 17) and torch.allclose(const, torch.full_like(const, 0.25))

@@ -9,10 +9,7 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
 from fsas_bench.methods.patchknn import PatchKNNConfig, PatchKNNModel
-
-
-def _batch(images: torch.Tensor, names: list[str]) -> dict:
-    return {"image": images, "sha": names}
+from tests.helpers import split_batch
 
 
 @pytest.fixture
@@ -40,27 +37,26 @@ def test_grid_distance_is_mean_over_blocks_of_min_over_memory():
     assert maps.shape == (1, 8, 8) and scores.item() == pytest.approx(expected.max().item(), abs=1e-6)
 
 
-def test_reference_image_scores_zero_and_batch_size_never_matters(method):
-    images = torch.randn(6, 3, 224, 224, generator=torch.Generator().manual_seed(3))
-    names = [f"q{i}" for i in range(6)]
-    method.set_support([_batch(images[:2], names[:2])], "cat")
-    whole = method.predict_step(_batch(images, names), 0)
-    parts = [method.predict_step(_batch(images[i : i + 1], names[i : i + 1]), i) for i in range(6)]
+def test_reference_image_scores_zero_and_batch_size_never_matters(method, image_files):
+    batch = image_files(6, seed=3)
+    method.set_support([split_batch(batch, [0, 1])], "cat")
+    whole = method.predict_step(batch, 0)
+    parts = [method.predict_step(split_batch(batch, [i]), i) for i in range(6)]
     assert torch.equal(whole.anomaly_maps, torch.cat([p.anomaly_maps for p in parts]))
     assert torch.equal(whole.image_scores, torch.cat([p.image_scores for p in parts]))
     assert whole.anomaly_maps.shape == (6, 64, 64)
     assert whole.image_scores[:2].abs().max() < 1e-6 and whole.image_scores[2:].min() > 1e-4
 
 
-def test_image_score_rules(tiny_backbone):
+def test_image_score_rules(tiny_backbone, image_files):
     cls = get_method("patchknn")
-    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    batch = image_files(3, seed=4)
     cache = FeatureCache(tiny_backbone)
     outs = {}
     for rule in ("map_max", "grid_max"):
         m = cls(PatchKNNConfig(output_size=64, image_score=rule), cache)
-        m.set_support([_batch(images[:1], ["r"])], "cat")
-        outs[rule] = m.predict_step(_batch(images[1:], ["a", "b"]), 0)
+        m.set_support([split_batch(batch, [0])], "cat")
+        outs[rule] = m.predict_step(split_batch(batch, [1, 2]), 0)
     torch.testing.assert_close(outs["map_max"].image_scores, outs["map_max"].anomaly_maps.flatten(1).amax(1))
     assert torch.all(outs["grid_max"].image_scores >= outs["map_max"].image_scores)  # smoothing lowers peaks
     with pytest.raises(UserError, match="image_score"):

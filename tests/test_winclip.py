@@ -10,10 +10,7 @@ from fsas_bench.backbones.clip import sliding_windows
 from fsas_bench.methods import get_method
 from fsas_bench.methods.winclip import WinCLIPConfig, WindowAggregator, harmonic_mean
 from fsas_bench.methods.winclip.prompts import prompt_ensemble
-
-
-def _batch(images: torch.Tensor, names: list[str]) -> dict:
-    return {"image": images, "sha": names}
+from tests.helpers import split_batch
 
 
 def test_prompt_ensemble_sizes():
@@ -41,17 +38,13 @@ def test_window_aggregation_is_the_harmonic_mean_of_covering_windows():
     assert harmonic_mean(torch.tensor([[2.0], [2.0], [0.5]])).item() == pytest.approx(3 / (0.5 + 0.5 + 2))
 
 
-@pytest.fixture
-def images() -> torch.Tensor:
-    return torch.randn(5, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-
-
-def test_zero_shot_is_the_text_branch_only(tiny_backbone, images):
+def test_zero_shot_is_the_text_branch_only(tiny_backbone, image_files):
     cache = FeatureCache(tiny_backbone)
     method = get_method("winclip")(WinCLIPConfig(), cache)
     method.set_support([], "hex_nut")
-    out = method.predict_step(_batch(images[:2], ["a", "b"]), 0)
-    feats = cache.features(images[:2], ["a", "b"], method.names)
+    batch = image_files(2, seed=1)
+    out = method.predict_step(batch, 0)
+    feats = cache.features(batch["sha"], method.feature_names, lambda i: pytest.fail("features should be cached"))
     model = method.model
     for i, f in enumerate(feats):
         zs = model.class_score(f["embedding"])
@@ -62,22 +55,22 @@ def test_zero_shot_is_the_text_branch_only(tiny_backbone, images):
         assert out.image_scores[i].item() == pytest.approx(zs.item(), abs=1e-7)
 
 
-def test_few_shot_batch_invariance_and_reference_reuse(tiny_backbone, images):
+def test_few_shot_batch_invariance_and_reference_reuse(tiny_backbone, image_files):
     cache = FeatureCache(tiny_backbone)
     method = get_method("winclip")(WinCLIPConfig(), cache)
-    method.set_support([_batch(images[:2], ["r0", "r1"])], "tile")
+    refs, queries = image_files(2, seed=2, prefix="ref"), image_files(5, seed=3, prefix="query")
+    method.set_support([refs], "tile")
     forwards = cache.stats.forwards
-    method.set_support([_batch(images[:2], ["r0", "r1"])], "tile")  # same manifest: nothing re-encoded
+    method.set_support([refs], "tile")  # same manifest: nothing re-encoded
     assert cache.stats.forwards == forwards == 2
-    names = [f"q{i}" for i in range(5)]
-    whole = method.predict_step(_batch(images, names), 0)
-    parts = [method.predict_step(_batch(images[i : i + 1], names[i : i + 1]), i) for i in range(5)]
+    whole = method.predict_step(queries, 0)
+    parts = [method.predict_step(split_batch(queries, [i]), i) for i in range(5)]
     assert torch.equal(whole.anomaly_maps, torch.cat([p.anomaly_maps for p in parts]))
     assert torch.equal(whole.image_scores, torch.cat([p.image_scores for p in parts]))
     assert cache.stats.forwards == 7  # one encoding per unique image, windows included
     # a reference image is at distance 0 from the memory, so its few-shot half vanishes
-    ref = method.predict_step(_batch(images[:1], ["r0"]), 0)
+    ref = method.predict_step(split_batch(refs, [0]), 0)
     zero_shot = get_method("winclip")(WinCLIPConfig(), cache)
     zero_shot.set_support([], "tile")
-    torch.testing.assert_close(ref.anomaly_maps, zero_shot.predict_step(_batch(images[:1], ["r0"]), 0).anomaly_maps / 2,
-                               rtol=0, atol=1e-6)  # fmt: skip
+    expected = zero_shot.predict_step(split_batch(refs, [0]), 0).anomaly_maps / 2
+    torch.testing.assert_close(ref.anomaly_maps, expected, rtol=0, atol=1e-6)

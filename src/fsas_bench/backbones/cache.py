@@ -1,8 +1,8 @@
 """Encode-once cache: each image's frozen-backbone features are computed once and reused.
 
 Entries are keyed by the backbone identity (architecture, weights, preprocessing) and the SHA-256 of the
-image file, so they are shared across shots, seeds and methods of a run. Images are always encoded one
-at a time, which makes features independent of how queries are batched.
+image file, so they are shared across shots, seeds and methods of a run. Images are decoded only on a miss
+and always encoded one at a time, which makes features independent of how queries are batched.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,23 +41,34 @@ class FeatureCache:
         self.backbone = backbone
         self.disk_dir = disk_dir
         self.stats = CacheStats()
+        self.prefetch: set[str] = set()
+        """Features encoded together with any miss: the union every method of a sweep reads, so that each
+        image goes through the backbone once per run however many methods use it."""
         self._memory: dict[str, BackboneFeatures] = {}
 
-    def features(self, images: Tensor, image_shas: Sequence[str], names: Sequence[str]) -> list[BackboneFeatures]:
-        """Named features (see :meth:`ClipBackbone.encode`) of each image of ``images`` ``B × 3 × S × S``.
+    def features(
+        self, image_shas: Sequence[str], names: Sequence[str], load: Callable[[int], Tensor]
+    ) -> list[BackboneFeatures]:
+        """Named features (see :meth:`ClipBackbone.encode`) of each image.
 
-        Images are identified by file SHA-256; each image is encoded alone, once per missing feature set.
+        Args:
+            image_shas: SHA-256 of each image file (the cache key, with the backbone identity).
+            names: the features wanted.
+            load: ``i`` → the preprocessed ``3 × S × S`` image i; called only on a miss (images whose
+                features are cached are never decoded).
+
+        Each image is encoded alone, once per missing feature set.
         """
         wanted = set(names)
         result = []
-        for image, sha in zip(images, image_shas, strict=True):
+        for i, sha in enumerate(image_shas):
             key = self._key(sha)
             entry = self._memory.get(key) or self._load(key) or {}
-            missing = wanted - entry.keys()
-            if missing:
+            if wanted - entry.keys():
                 self.stats.misses += 1
                 self.stats.forwards += 1
-                encoded = self.backbone.encode(image.unsqueeze(0), sorted(missing))
+                missing = (wanted | self.prefetch) - entry.keys()
+                encoded = self.backbone.encode(load(i).unsqueeze(0), sorted(missing))
                 entry = {**entry, **{n: t[0].cpu() for n, t in encoded.items()}}
                 self._store(key, entry)
             else:

@@ -7,7 +7,9 @@ read with upstream ``forward_intermediates``; the global embedding is the projec
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +175,7 @@ def load_backbone(
                 f"backbone '{arch}' has no weights: pass --pretrained with an open_clip tag "
                 f"({_tags_hint(arch)}) or a local checkpoint file"
             )
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_root_logger():
             torch.manual_seed(seed)
             model = open_clip.create_model(arch, pretrained=None, device=device)
         return ClipBackbone(model, arch, RANDOM_WEIGHTS_LABEL, f"random-seed{seed}")
@@ -203,6 +205,16 @@ def load_backbone(
             "checkpoint on a machine with network access and pass the file with --pretrained PATH"
         ) from None
     return ClipBackbone(model, arch, pretrained, pretrained)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Hide open_clip's "initialized randomly" warning: random weights are what was asked for (and recorded)."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _tags_hint(arch: str) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
 from torch import Tensor
 
 from fsas_bench.backbones import BackboneFeatures, FeatureCache
+from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.hashing import sha256_json
 
 FitScope = Literal["none", "per_category", "auxiliary"]
@@ -36,7 +38,7 @@ class MethodConfig:
         return sha256_json(self.to_dict())
 
 
-@dataclass(frozen=True)
+@dataclass
 class MethodOutput:
     """What a method returns for a query batch.
 
@@ -66,14 +68,19 @@ class FewShotMethod(L.LightningModule, ABC):
     transductive: ClassVar[bool] = False
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
 
+    feature_names: list[str]
+    """Backbone features the method reads (``block{i}``, ``embedding``, ...), set by each subclass."""
+
     def __init__(self, config: MethodConfig, cache: FeatureCache) -> None:
         super().__init__()
         self.config = config
         self.cache = cache
 
     def features(self, batch: dict[str, Any], names: Sequence[str]) -> list[BackboneFeatures]:
-        """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch."""
-        return self.cache.features(batch["image"], batch["sha"], names)
+        """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch
+        (``path`` and ``sha`` lists); images are decoded only when their features are not cached."""
+        preprocess = self.cache.backbone.preprocess
+        return self.cache.features(batch["sha"], names, lambda i: preprocess(read_image_rgb(Path(batch["path"][i]))))
 
     @abstractmethod
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:

@@ -3,33 +3,44 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def upsample_grid(grid_maps: Tensor, size: int) -> Tensor:
-    """Bilinear (align_corners=False) upsampling of ``B × h × w`` maps to ``B × size × size``."""
-    return F.interpolate(grid_maps.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+def upsample_and_blur(grid_maps: Tensor, size: int, sigma: float) -> Tensor:
+    """Bilinear upsampling (align_corners=False) of ``B × h × w`` grids to ``B × size × size``, then Gaussian
+    smoothing equal to ``scipy.ndimage.gaussian_filter(mode='reflect', truncate=4)``; σ = 0 skips smoothing.
+
+    Both steps are linear and separable, so the result is ``A_h · G · A_wᵀ`` with ``A = blur · upsample``
+    (``size × h``), built once per shape: far cheaper than blurring at full size. Maps are processed one at
+    a time (batch invariant).
+    """
+    a_rows = _upsample_blur_matrix(grid_maps.shape[-2], size, sigma).to(grid_maps)
+    a_cols = _upsample_blur_matrix(grid_maps.shape[-1], size, sigma).to(grid_maps)
+    return torch.stack([a_rows @ g @ a_cols.T for g in grid_maps])
 
 
-def gaussian_blur(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
-    """Separable Gaussian smoothing of ``B × H × W`` maps, equal to ``scipy.ndimage.gaussian_filter``
-    with ``mode='reflect'`` (edge-including symmetric padding) and the same ``truncate``; σ=0 is identity."""
+@lru_cache(maxsize=32)
+def _upsample_blur_matrix(length: int, size: int, sigma: float) -> Tensor:
+    """The ``size × length`` float64 matrix of 1-D linear upsampling (align_corners=False) then blurring."""
+    basis = torch.eye(length, dtype=torch.float64)[:, None]  # length signals of length `length`
+    upsampled = F.interpolate(basis, size=size, mode="linear", align_corners=False)
+    return _blur_last_axis(upsampled, sigma)[:, 0].T
+
+
+def _blur_last_axis(x: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
+    """1-D Gaussian smoothing along the last axis of ``N × 1 × L`` signals (scipy 'reflect' boundary)."""
     if sigma <= 0:
-        return maps
+        return x
     radius = int(truncate * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(maps.dtype).to(maps.device)
-    out = maps
-    for dim in (-1, -2):
-        idx = _symmetric_indices(out.shape[dim], radius).to(maps.device)
-        padded = out.index_select(dim, idx)
-        windows = padded.unfold(dim, 2 * radius + 1, 1)
-        out = (windows * kernel).sum(-1)
-    return out
+    kernel = (kernel / kernel.sum()).to(x.dtype).to(x.device)
+    padded = x.index_select(-1, _symmetric_indices(x.shape[-1], radius).to(x.device))
+    return F.conv1d(padded, kernel.view(1, 1, -1))
 
 
 def _symmetric_indices(length: int, radius: int) -> Tensor:

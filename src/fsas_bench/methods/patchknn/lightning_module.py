@@ -45,16 +45,16 @@ class PatchKNN(FewShotMethod):
             raise UserError(f"patchknn image_score '{config.image_score}' is unknown: use map_max or grid_max")
         blocks = config.blocks or _proportional_blocks(cache.backbone.depth)
         self.model = PatchKNNModel(tuple(blocks), config.output_size, config.sigma, config.image_score)
-        self.names = [f"block{b}" for b in self.model.blocks]
+        self.feature_names = [f"block{b}" for b in self.model.blocks]
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.names)]
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
         if not feats:
             raise UserError("patchknn needs at least one reference image: use --shots 1 or more")
         self.model.set_memory({b: torch.cat([f[f"block{b}"] for f in feats]) for b in self.model.blocks})
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:
-        feats = self.features(batch, self.names)
+        feats = self.features(batch, self.feature_names)
         maps, scores = self.model([{b: f[f"block{b}"].to(self.device) for b in self.model.blocks} for f in feats])
         return MethodOutput(anomaly_maps=maps.float().cpu(), image_scores=scores.float().cpu())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fsas_bench.methods.ops import gaussian_blur, grid_side, min_cosine_distance, upsample_grid
+from fsas_bench.methods.ops import grid_side, min_cosine_distance, upsample_and_blur
 
 
 class PatchKNNModel(nn.Module):
@@ -42,6 +42,6 @@ class PatchKNNModel(nn.Module):
         Queries are scored one at a time, so results do not depend on the batch composition.
         """
         grids = torch.stack([self.grid_distances(t) for t in tokens])
-        maps = gaussian_blur(upsample_grid(grids, self.output_size), self.sigma)
+        maps = upsample_and_blur(grids, self.output_size, self.sigma)
         source = maps if self.image_score == "map_max" else grids
         return maps, source.flatten(1).amax(dim=1)

@@ -63,7 +63,7 @@ class WinCLIP(FewShotMethod):
             backbone.grid, config.scales, config.output_size or backbone.image_size,
             config.temperature, config.map_sigma, config.harmonic_eps,
         )  # fmt: skip
-        self.names = ["embedding", "final_tokens", *(f"window{s}" for s in config.scales)]
+        self.feature_names = ["embedding", "final_tokens", *(f"window{s}" for s in config.scales)]
 
     def class_name(self, category: str) -> str:
         """The object name used in prompts."""
@@ -72,7 +72,7 @@ class WinCLIP(FewShotMethod):
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         normal, anomalous = prompt_ensemble(self.class_name(category), self.config.templates)
         self.model.set_prototypes(*(self._prototype(self.cache.backbone.encode_text(p)) for p in (normal, anomalous)))
-        feats = [f for batch in batches for f in self.features(batch, self.names)]
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
         memory_names = ["final_tokens", *(f"window{s}" for s in self.config.scales)]
         self.model.set_memory({n: torch.cat([f[n] for f in feats]) for n in memory_names} if feats else {})
 
@@ -82,6 +82,6 @@ class WinCLIP(FewShotMethod):
         return F.normalize(F.normalize(sentences, dim=-1).mean(0), dim=-1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:
-        feats = [{n: f[n].to(self.device) for n in self.names} for f in self.features(batch, self.names)]
+        feats = [{n: f[n].to(self.device) for n in self.feature_names} for f in self.features(batch, self.feature_names)]
         maps, scores = self.model(feats)
         return MethodOutput(anomaly_maps=maps.float().cpu(), image_scores=scores.float().cpu())

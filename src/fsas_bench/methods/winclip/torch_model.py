@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsas_bench.backbones.clip import sliding_windows
-from fsas_bench.methods.ops import gaussian_blur, min_cosine_distance, upsample_grid
+from fsas_bench.methods.ops import min_cosine_distance, upsample_and_blur
 
 
 def harmonic_mean(values: Tensor, eps: float = 0.0) -> Tensor:
@@ -104,5 +104,5 @@ class WinCLIPModel(nn.Module):
     def forward(self, features: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
         """Maps ``B × S × S`` and image scores ``B``; queries are scored one at a time (batch invariant)."""
         grids, scores = zip(*(self.score_one(f) for f in features))
-        maps = gaussian_blur(upsample_grid(torch.stack(grids), self.output_size), self.sigma)
+        maps = upsample_and_blur(torch.stack(grids), self.output_size, self.sigma)
         return maps, torch.stack(scores)
