@@ -1,0 +1,172 @@
+"""``fsas-bench`` command line: run a sweep, regenerate leaderboards, list what is available."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fsas_bench.errors import UserError
+
+EMBEDDED_RUN_NAME = "embedded"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a one-line UserError instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}: see '{self.prog} --help'")
+
+
+def _int_list(text: str, what: str, minimum: int) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.lstrip("-").isdigit() for p in parts) or any(int(p) < minimum for p in parts):
+        raise UserError(f"--{what} '{text}' is malformed: give comma-separated integers >= {minimum}, e.g. 0,1,2")
+    values = tuple(int(p) for p in parts)
+    if len(set(values)) != len(values):
+        raise UserError(f"--{what} '{text}' repeats a value: list each value once")
+    return values
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all sub-commands."""
+    parser = _Parser(prog="fsas-bench", description="Few-shot anomaly segmentation benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="sweep methods × datasets × categories × shots × seeds")
+    run.add_argument("--methods", help="comma-separated method names (default: all registered)")
+    run.add_argument("--datasets", help="comma-separated dataset names (default: the embedded synthetic set)")
+    run.add_argument("--categories", help="comma-separated categories (default: all)")
+    run.add_argument("--shots", default="1,2,4", help="shot counts k (default 1,2,4; 0 = zero-shot)")
+    run.add_argument("--seeds", default="0,1,2", help="manifest seeds (default 0,1,2)")
+    run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
+    run.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
+    run.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file (default: none)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    run.add_argument("--batch-size", type=int, default=8, help="query batch size; never changes any number")
+    run.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
+    run.add_argument("--mask-resize", default="area>0.5", help="mask rule when --eval-size N (default area>0.5)")
+    run.add_argument("--out", type=Path, help="output directory (default results/<run-name>)")
+    run.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
+    run.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
+    report = sub.add_parser("report", help="regenerate leaderboard.md/.csv from DIR/results.csv")
+    report.add_argument("dir", type=Path)
+    lst = sub.add_parser("list", help="show methods, datasets (and availability) and backbones")
+    lst.add_argument("--data-root", type=Path, help="also look for datasets in this folder")
+    return parser
+
+
+def _run(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.evaluation import EvalFrame
+    from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
+    from fsas_bench.runner.sweep import Sweep, SweepSpec
+
+    datasets = _names(args.datasets)
+    out = args.out or Path("results") / (
+        EMBEDDED_RUN_NAME if not datasets and args.data_root is None and args.backbone == "fsas-tiny"
+        else "_".join([*(datasets or ("all",)), args.backbone])
+    )  # fmt: skip
+    spec = SweepSpec(
+        out=out,
+        methods=_names(args.methods),
+        datasets=datasets,
+        categories=_names(args.categories),
+        shots=_int_list(args.shots, "shots", 0),
+        seeds=_int_list(args.seeds, "seeds", 0),
+        data_root=args.data_root,
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        device=args.device,
+        batch_size=args.batch_size,
+        frame=EvalFrame.parse(args.eval_size, args.mask_resize),
+        resume=not args.no_resume,
+        feature_cache_dir=args.feature_cache,
+    )
+    sweep = Sweep(spec)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("cells", total=len(sweep.cells))
+
+        def advance(report) -> None:  # noqa: ANN001
+            cell = report.cell
+            state = "resumed" if report.skipped else "done"
+            progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
+                            f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
+
+        sweep.run(advance)
+    md_path, csv_path = write_leaderboards(out)
+    table = aggregate(load_results(out / "results.csv"))
+    summary = Table(title=f"fsas-bench summary ({out})")
+    for col in ("dataset", "method", "k", "I-AUROC", "P-AUROC", "AUPRO"):
+        summary.add_column(col)
+    wide = table.pivot_table(index=["dataset", "method", "mode", "shot"], columns="metric", values="mean")
+    for (dataset, method, mode, shot), row in wide.iterrows():
+        label = method if mode == "benchmark" else f"{method} [{mode}]"
+        summary.add_row(dataset, label, str(shot),
+                        *(f"{100 * row[m]:.1f}" if m in row and row[m] == row[m] else "—"
+                          for m in ("I-AUROC", "P-AUROC", "AUPRO")))  # fmt: skip
+    console.print(summary)
+    stats = sweep.cache.stats
+    console.print(f"feature cache: {stats.hits} hits, {stats.misses} misses, {stats.forwards} backbone forwards")
+    console.print(f"results: {out / 'results.csv'}\nleaderboards: {md_path}, {csv_path}")
+
+
+def _report(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.runner.leaderboard import write_leaderboards
+
+    if not (args.dir / "results.csv").is_file():
+        raise UserError(f"'{args.dir / 'results.csv'}' not found: pass the --out directory of a run")
+    for path in write_leaderboards(args.dir):
+        console.print(f"wrote {path}")
+
+
+def _list(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.backbones import list_backbones
+    from fsas_bench.backbones.registry import shipped_arches
+    from fsas_bench.data.registry import catalog
+    from fsas_bench.methods import get_method, list_methods
+
+    methods = Table(title="methods")
+    for col in ("name", "fit scope", "zero-shot", "transductive"):
+        methods.add_column(col)
+    for name in list_methods():
+        cls = get_method(name)
+        methods.add_row(name, cls.fit_scope, "yes" if cls.supports_zero_shot else "no", str(cls.transductive).lower())
+    datasets = Table(title="datasets")
+    for col in ("name", "source", "available", "note"):
+        datasets.add_column(col)
+    for entry in catalog(args.data_root):
+        datasets.add_row(entry.name, entry.source, "yes" if entry.available else "no", entry.note)
+    console.print(methods, datasets)
+    shipped = sorted(shipped_arches())
+    others = [a for a in list_backbones() if a not in shipped]
+    console.print(f"backbones: shipped {', '.join(shipped)} (random weights allowed); open_clip: {', '.join(others)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fsas-bench`` console script; returns the exit status."""
+    console = Console()
+    try:
+        args = build_parser().parse_args(argv)
+        {"run": _run, "report": _report, "list": _list}[args.command](args, console)
+    except UserError as err:
+        print(f"fsas-bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fsas-bench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The sweep runner: grid of cells → tidy results CSV → leaderboards."""

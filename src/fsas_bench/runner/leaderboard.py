@@ -1,0 +1,164 @@
+"""Leaderboards from the tidy results: dataset value = mean over categories, cell = mean ± std over seeds.
+
+``leaderboard.csv`` holds the aggregates; ``leaderboard.md`` shows, per dataset, one row per
+method × shot with the seven metrics (×100, one decimal, best per column and shot in bold), then
+per-category tables and a footnote with the protocol and provenance.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.runner.results import atomic_write_text
+
+METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
+RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "backbone", "pretrained", "eval_size", "metric_impl"]
+
+
+def load_results(results_csv: Path) -> pd.DataFrame:
+    """The tidy results with ``value`` as float and everything else as text."""
+    frame = pd.read_csv(results_csv, dtype=str, keep_default_na=False)
+    frame["value"] = frame["value"].astype(float)
+    frame["shot"] = frame["shot"].astype(int)
+    return frame
+
+
+def aggregate(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std (ddof=1) over seeds of the category-averaged value, per run config, shot and metric."""
+    scored = results[results["status"].isin(["ok", "undefined"])]
+    per_seed = (
+        scored.groupby(RUN_KEYS + ["shot", "seed", "metric"], sort=True)["value"]
+        .agg(value="mean", n_categories="count")
+        .reset_index()
+    )
+    table = (
+        per_seed.groupby(RUN_KEYS + ["shot", "metric"], sort=True)
+        .agg(mean=("value", "mean"), std=("value", "std"), n_seeds=("seed", "nunique"),
+             n_categories=("n_categories", "min"))  # fmt: skip
+        .reset_index()
+    )
+    return table
+
+
+def write_leaderboards(out: Path) -> tuple[Path, Path]:
+    """Regenerate ``<out>/leaderboard.md`` and ``<out>/leaderboard.csv`` from ``<out>/results.csv``."""
+    results = load_results(out / "results.csv")
+    timings_path = out / "timings.csv"
+    timings = pd.read_csv(timings_path, dtype={"job_id": str}) if timings_path.is_file() else None
+    table = aggregate(results)
+    md_path, csv_path = out / "leaderboard.md", out / "leaderboard.csv"
+    atomic_write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md_path, render_markdown(results, table, timings))
+    return md_path, csv_path
+
+
+def render_markdown(results: pd.DataFrame, table: pd.DataFrame, timings: pd.DataFrame | None) -> str:
+    """The Markdown leaderboard document."""
+    lines = ["# fsas-bench leaderboard", ""]
+    speed = _ms_per_image(results, timings)
+    for dataset, rows in table.groupby("dataset", sort=True):
+        has_pixels = rows["metric"].isin(PIXEL_METRICS).any()
+        lines += [f"## {dataset}", "", *_main_table(rows, speed, has_pixels), ""]
+        lines += _category_tables(results[results["dataset"] == dataset], has_pixels)
+        lines += _footnote(results[results["dataset"] == dataset]) + [""]
+    return "\n".join(lines)
+
+
+def _fmt(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "NaN"
+    spread = "—" if math.isnan(std) else f"{100 * std:.1f}"
+    return f"{100 * mean:.1f} ± {spread}"
+
+
+def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool) -> list[str]:
+    header = ["Method (k-shot)", *METRICS, "ms/img"]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for shot, shot_rows in rows.groupby("shot", sort=True):
+        cells = shot_rows.set_index(["method", "mode", "metric"])
+        best = {
+            m: cells.xs(m, level="metric")["mean"].round(3).max()
+            for m in METRICS
+            if m in cells.index.get_level_values("metric")
+        }
+        for method, mode in sorted({(m, md) for m, md, _ in cells.index}):
+            label = method if mode == "benchmark" else f"{method} [{mode}]"
+            values = []
+            for metric in METRICS:
+                if metric not in IMAGE_METRICS and not has_pixels:
+                    values.append("—")
+                    continue
+                if (method, mode, metric) not in cells.index:
+                    values.append("")
+                    continue
+                row = cells.loc[(method, mode, metric)]
+                text = _fmt(row["mean"], row["std"])
+                is_best = mode == "benchmark" and round(row["mean"], 3) == best.get(metric)
+                values.append(f"**{text}**" if is_best else text)
+            ms = speed.get((rows["dataset"].iloc[0], method, mode, shot))
+            out.append(f"| {label} ({shot}-shot) | " + " | ".join(values) + f" | {'' if ms is None else f'{ms:.1f}'} |")
+    return out
+
+
+def _category_tables(results: pd.DataFrame, has_pixels: bool) -> list[str]:
+    metrics = METRICS if has_pixels else IMAGE_METRICS
+    out = []
+    scored = results[results["status"].isin(["ok", "undefined"])]
+    for (method, mode), rows in scored.groupby(["method", "mode"], sort=True):
+        categories = sorted(rows["category"].unique())
+        stats = rows.groupby(["shot", "metric", "category"])["value"].agg(["mean", "std"])
+        out += [f"### {method} [{mode}] per category", ""]
+        out += ["| k-shot | metric | " + " | ".join(categories) + " |", "|" + "---|" * (len(categories) + 2)]
+        for shot in sorted(rows["shot"].unique()):
+            for metric in metrics:
+                cells = [
+                    _fmt(*stats.loc[(shot, metric, c)]) if (shot, metric, c) in stats.index else ""
+                    for c in categories
+                ]
+                out.append(f"| {shot} | {metric} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def _footnote(results: pd.DataFrame) -> list[str]:
+    def values(column: str) -> str:
+        return ", ".join(sorted({str(v) for v in results[column] if str(v) != ""})) or "—"
+
+    backbones = sorted(
+        {f"{r.method}: {r.backbone} @ {r.image_size}px, weights {r.pretrained}, fit {r.fit_scope}"
+         + (", transductive" if r.transductive == "true" else "")
+         for r in results.itertuples()}  # fmt: skip
+    )
+    manifests = sorted({f"{r.shot_manifest} k={r.shot} seed={r.seed} ({r.shot_manifest_sha[:12]})"
+                        for r in results.itertuples() if r.shot_manifest})  # fmt: skip
+    skipped = results[results["status"] == "undefined"]
+    return [
+        "**Protocol.** Cells: mean ± sample std over manifest seeds of the unweighted mean over categories, ×100.",
+        f"Seeds: {values('seed')}. Eval size: {values('eval_size')}; mask resize: {values('mask_resize')}; "
+        f"metric implementation: {values('metric_impl')}; AUPRO FPR limit {values('fpr_limit')}; "
+        f"connectivity {values('connectivity')}.",
+        "",
+        *(f"- {b}" for b in backbones),
+        "",
+        "Shot manifests: " + "; ".join(manifests) + ".",
+        "",
+        f"Undefined (NaN, skipped in means): {len(skipped)} rows"
+        + ("" if skipped.empty else " — " + "; ".join(sorted({f"{r.category} {r.metric}: {r.reason}"
+                                                              for r in skipped.itertuples()})))  # fmt: skip
+        + ".",
+        f"Versions: fsas-bench {values('fsas_version')} (git {values('git_sha')[:12]}), torch {values('torch')}, "
+        f"open_clip {values('open_clip')}; device {values('device')}.",
+    ]
+
+
+def _ms_per_image(results: pd.DataFrame, timings: pd.DataFrame | None) -> dict:
+    if timings is None or timings.empty:
+        return {}
+    jobs = results[["job_id", "dataset", "method", "mode", "shot"]].drop_duplicates()
+    merged = jobs.merge(timings[["job_id", "ms_per_image"]], on="job_id")
+    grouped = merged.groupby(["dataset", "method", "mode", "shot"])["ms_per_image"].mean()
+    return {key: value for key, value in grouped.items() if not math.isnan(value)}

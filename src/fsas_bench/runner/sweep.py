@@ -1,0 +1,290 @@
+"""Run a sweep: validate everything up front, then evaluate cell by cell into a resumable output dir."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
+from fsas_bench.data.datamodule import FSASDataModule
+from fsas_bench.data.formats import verify_samples
+from fsas_bench.data.index import DatasetIndex
+from fsas_bench.data.manifests import draw_manifest, support_samples
+from fsas_bench.data.registry import default_datasets, load_dataset
+from fsas_bench.errors import UserError
+from fsas_bench.evaluation import EvalFrame
+from fsas_bench.hashing import canonical_json, sha256_json
+from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
+from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
+from fsas_bench.runner.grid import Cell, expand_grid, job_id
+from fsas_bench.runner.provenance import provenance
+from fsas_bench.runner.results import ResultStore, atomic_write_text
+
+LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
+FPR_LIMIT = 0.3
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything a sweep depends on (the CLI's ``run`` options)."""
+
+    out: Path
+    methods: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    shots: tuple[int, ...] = (1, 2, 4)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data_root: Path | None = None
+    backbone: str = TINY_ARCH
+    pretrained: str | None = None
+    device: str = "cpu"
+    batch_size: int = 8
+    frame: EvalFrame = field(default_factory=EvalFrame)
+    resume: bool = True
+    feature_cache_dir: Path | None = None
+    allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
+
+
+@dataclass
+class CellReport:
+    """What one finished (or skipped) cell reports to the progress display."""
+
+    cell: Cell
+    skipped: bool
+    values: dict[str, float]
+
+
+class Sweep:
+    """A validated sweep. Construction does all checks (UserError on bad input) and writes nothing.
+
+    Args:
+        spec: the sweep options.
+    """
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.methods = {name: get_method(name) for name in (spec.methods or tuple(list_methods()))}
+        if spec.batch_size < 1:
+            raise UserError(f"--batch-size {spec.batch_size} is invalid: use a positive integer")
+        names = spec.datasets or tuple(default_datasets(spec.data_root))
+        self.indexes = {name: load_dataset(name, spec.data_root) for name in names}
+        self.cells = expand_grid(list(self.methods), list(self.indexes.values()), spec.categories, spec.shots, spec.seeds)
+        self.manifests = {
+            (name, k, seed): draw_manifest(index, k, seed)
+            for name, index in self.indexes.items()
+            for k in spec.shots
+            for seed in spec.seeds
+        }
+        verify_samples(self._used_samples())
+        _check_device(spec.device)
+        self.backbone = load_backbone(
+            spec.backbone, spec.pretrained, device=spec.device, allow_random=spec.allow_random_weights
+        )
+        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir)
+        self.configs = {name: cls.config_cls() for name, cls in self.methods.items()}
+        for name, cls in self.methods.items():
+            self.cache.prefetch.update(cls(self.configs[name], self.cache).feature_names)
+        self.job_ids = {cell: job_id(cell, **self._identity(cell)) for cell in self.cells}
+        self.run_id = sha256_json(sorted(self.job_ids.values()))[:12]  # what is computed, not where or how batched
+        self.store = ResultStore(spec.out)
+        _check_writable(spec.out)
+        self._ground_truth: dict[tuple[str, str], tuple[np.ndarray, GroundTruthRegions | None]] = {}
+
+    def _used_samples(self) -> list:
+        used = {}
+        for (name, _, _), manifest in self.manifests.items():
+            for category in {c.category for c in self.cells if c.dataset == name}:
+                index = self.indexes[name]
+                for sample in support_samples(manifest, index, category) + index.split(category, "test"):
+                    used[sample.image_path] = sample
+        return list(used.values())
+
+    def run(self, on_cell: Callable[[CellReport], None] = lambda report: None) -> None:
+        """Evaluate every unfinished cell; ``on_cell`` is called after each one."""
+        self._write_sidecars()
+        current = None
+        for cell in self.cells:
+            if (cell.dataset, cell.category) != current:
+                current = (cell.dataset, cell.category)
+                self.cache.clear_memory()
+                self._ground_truth.clear()
+            on_cell(self._run_cell(cell))
+
+    def _write_sidecars(self) -> None:
+        for name, config in self.configs.items():
+            path = self.spec.out / "configs" / f"{config.sha256()}.json"
+            atomic_write_text(path, canonical_json({"method": name, **config.to_dict()}) + "\n")
+        for (name, k, seed), manifest in self.manifests.items():
+            atomic_write_text(self.spec.out / "manifests" / name / f"k{k}_seed{seed}.txt", manifest.text())
+
+    def _identity(self, cell: Cell) -> dict[str, object]:
+        config = self.configs[cell.method]
+        return {
+            "method_cfg_hash": config.sha256(),
+            "mode": config.mode,
+            "backbone": self.backbone.identity,
+            "manifest": self.manifests[(cell.dataset, cell.shot, cell.seed)].sha,
+            "frame": self.spec.frame.__dict__,
+            "fpr_limit": FPR_LIMIT,
+        }
+
+    def _run_cell(self, cell: Cell) -> CellReport:
+        jid = self.job_ids[cell]
+        if self.spec.resume and self.store.is_done(jid):
+            return CellReport(cell, skipped=True, values={})
+        method_cls = self.methods[cell.method]
+        index = self.indexes[cell.dataset]
+        query = index.split(cell.category, "test")
+        base = self._base_row(cell, jid, method_cls, index, query)
+        timing: dict[str, object] = {"job_id": jid, "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if cell.shot == 0 and not method_cls.supports_zero_shot:
+            reason = f"{cell.method} does not support zero-shot (k=0); cell skipped"
+            rows = [{**base, **_metric_fields(m), "value": math.nan, "status": "skipped", "reason": reason}
+                    for m in self._metric_names(index)]  # fmt: skip
+            self.store.write_cell(jid, rows, timing)
+            return CellReport(cell, skipped=True, values={})
+        rows, values = self._evaluate(cell, method_cls, index, query, base, timing)
+        self.store.write_cell(jid, rows, timing)
+        return CellReport(cell, skipped=False, values=values)
+
+    def _evaluate(self, cell, method_cls, index, query, base, timing):  # noqa: ANN001, ANN202
+        manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
+        data = FSASDataModule(query, support_samples(manifest, index, cell.category), self.spec.batch_size)
+        method: FewShotMethod = method_cls(self.configs[cell.method], self.cache)
+        L.seed_everything(cell.seed, verbose=False)
+        stats_before = (self.cache.stats.hits, self.cache.stats.misses, self.cache.stats.forwards)
+        if self.spec.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        method.set_support(list(data.support_dataloader()), cell.category)
+        fitted = time.perf_counter()
+        outputs: list[MethodOutput] = _trainer(self.spec.device).predict(method, dataloaders=data.predict_dataloader())
+        inferred = time.perf_counter()
+        masks, regions = self._category_ground_truth(index, cell.category, query)
+        height, width = masks.shape[1:]
+        maps = torch.cat([self.spec.frame.maps(o.anomaly_maps, height, width) for o in outputs])
+        scores = torch.cat([o.image_scores for o in outputs])
+        labels = np.array([s.label for s in query])
+        if index.has_masks:
+            result = evaluate(scores, labels, maps, masks, fpr_limit=FPR_LIMIT, regions=regions)
+        else:
+            result = evaluate(scores, labels, fpr_limit=FPR_LIMIT)
+        done = time.perf_counter()
+        rows = []
+        for metric in self._metric_names(index):
+            value = float(result[metric])
+            status = "ok" if math.isfinite(value) else "undefined"
+            rows.append({**base, **_metric_fields(metric), "value": value, "status": status,
+                         "reason": result.reasons.get(metric, "")})  # fmt: skip
+        stats = self.cache.stats
+        timing.update(
+            time_fit_s=fitted - start,
+            time_infer_s=inferred - fitted,
+            time_metric_s=done - inferred,
+            ms_per_image=1000 * (inferred - fitted) / max(len(query), 1),
+            peak_gpu_mem_mb=torch.cuda.max_memory_allocated() / 2**20 if self.spec.device.startswith("cuda") else None,
+            cache_hits=stats.hits - stats_before[0],
+            cache_misses=stats.misses - stats_before[1],
+            backbone_forwards=stats.forwards - stats_before[2],
+        )
+        return rows, dict(result)
+
+    def _category_ground_truth(self, index: DatasetIndex, category: str, query: list):  # noqa: ANN202
+        """Masks and AUPRO regions of a category's test split in the evaluation frame (computed once)."""
+        key = (index.name, category)
+        if key not in self._ground_truth:
+            masks = self.spec.frame.masks(query)
+            regions = (
+                GroundTruthRegions.from_masks(masks, connectivity=self.spec.frame.connectivity)
+                if index.has_masks
+                else None
+            )
+            self._ground_truth[key] = (masks, regions)
+        return self._ground_truth[key]
+
+    @staticmethod
+    def _metric_names(index: DatasetIndex) -> tuple[str, ...]:
+        return IMAGE_METRICS + (PIXEL_METRICS + REGION_METRICS if index.has_masks else ())
+
+    def _base_row(self, cell: Cell, jid: str, method_cls: type[FewShotMethod], index, query) -> dict:  # noqa: ANN001
+        config = self.configs[cell.method]
+        manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
+        frame = self.spec.frame
+        return {
+            "run_id": self.run_id,
+            "job_id": jid,
+            **provenance(self.spec.device),
+            "method": cell.method,
+            "mode": config.mode,
+            "method_cfg_hash": config.sha256(),
+            "backbone": self.backbone.arch,
+            "pretrained": self.backbone.pretrained,
+            "image_size": self.backbone.image_size,
+            "fit_scope": method_cls.fit_scope,
+            "train_dataset": "",
+            "train_seed": "",
+            "checkpoint_sha": "",
+            "transductive": method_cls.transductive,
+            "dataset": cell.dataset,
+            "category": cell.category,
+            "shot": cell.shot,
+            "seed": cell.seed,
+            "shot_manifest": f"{manifest.name}@v{manifest.version}",
+            "shot_manifest_sha": manifest.sha,
+            "metric_impl": "exact",
+            "eval_size": frame.label,
+            "mask_resize": frame.mask_resize,
+            "connectivity": frame.connectivity,
+            "n_test": len(query),
+            "n_anomalous": sum(s.label for s in query),
+        }
+
+
+def _metric_fields(metric: str) -> dict[str, object]:
+    return {"level": LEVELS[metric], "metric": metric, "fpr_limit": FPR_LIMIT if metric == "AUPRO" else None}
+
+
+def _trainer(device: str) -> L.Trainer:
+    """A quiet single-device Lightning Trainer for inference (exact metrics need one device)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    return L.Trainer(
+        accelerator="gpu" if device.startswith("cuda") else "cpu",
+        devices=[int(device.split(":")[1])] if device.startswith("cuda:") else 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise UserError(f"--device '{device}' is unknown: use cpu or cuda (cuda:N)")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is visible: use --device cpu")
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before writing anything when ``out`` cannot be created or written."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out '{out}' is not writable (no write permission in '{probe}'): choose another --out")
+

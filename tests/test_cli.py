@@ -1,0 +1,149 @@
+"""End to end through the ``fsas-bench`` CLI on the embedded synthetic benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fsas_bench.cli import main
+from fsas_bench.runner.results import RESULT_COLUMNS
+
+SUBSET = ["--categories", "hex_nut,tile", "--shots", "1,2", "--seeds", "0,1"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fsas_bench.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default sweep (patchknn, all synthetic categories, shots 1,2,4, seeds 0,1,2)."""
+    out = tmp_path_factory.mktemp("embedded")
+    assert main(["run", "--methods", "patchknn", "--out", str(out)]) == 0
+    return out
+
+
+def test_results_schema_and_values(embedded_run):
+    frame = pd.read_csv(embedded_run / "results.csv", dtype=str, keep_default_na=False)
+    assert list(frame.columns) == list(RESULT_COLUMNS)
+    assert set(frame["shot"]) == {"1", "2", "4"} and set(frame["seed"]) == {"0", "1", "2"}
+    assert set(frame["metric"]) == {"I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO"}
+    assert (frame["status"] == "ok").all()
+    assert set(frame["pretrained"]) == {"none (random weights)"} and set(frame["backbone"]) == {"fsas-tiny"}
+    assert set(frame["eval_size"]) == {"native"} and set(frame["metric_impl"]) == {"exact"}
+    assert frame["shot_manifest_sha"].str.fullmatch("[0-9a-f]{64}").all()
+    values = frame["value"].astype(float)
+    assert values.between(0, 1).all()
+    pixel_auroc = values[frame["metric"] == "P-AUROC"].mean()
+    assert pixel_auroc >= 0.9, f"patchknn P-AUROC {pixel_auroc:.3f}: maps are not aligned with masks"
+
+
+def test_leaderboards(embedded_run):
+    text = (embedded_run / "leaderboard.md").read_text()
+    assert "## synthetic" in text
+    for shot in (1, 2, 4):
+        assert f"| patchknn ({shot}-shot) |" in text
+    assert "none (random weights)" in text and "Eval size: native" in text
+    board = pd.read_csv(embedded_run / "leaderboard.csv")
+    assert set(board["n_seeds"]) == {3} and len(board) == 3 * 7
+
+
+def test_identical_reruns_and_batch_size_invariance(tmp_path):
+    outs = []
+    for name, batch in (("a", "8"), ("b", "8"), ("c", "1")):
+        out = tmp_path / name
+        assert main(["run", "--methods", "patchknn", *SUBSET, "--batch-size", batch, "--out", str(out)]) == 0
+        outs.append((out / "results.csv").read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_resume_after_kill_gives_the_same_csv(tmp_path):
+    reference = tmp_path / "reference"
+    assert main(["run", "--methods", "patchknn", *SUBSET, "--out", str(reference)]) == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("run", "--methods", "patchknn", *SUBSET, "--out", str(out)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len([p for p in (out / "cells").glob("*.csv") if ".timing" not in p.name]) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len([p for p in (out / "cells").glob("*.csv") if ".timing" not in p.name])
+    assert done_before < 16
+    partial = pd.read_csv(out / "results.csv")
+    assert len(partial) % 7 == 0  # whole cells only, no torn rows
+    assert main(["run", "--methods", "patchknn", *SUBSET, "--out", str(out)]) == 0
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--datasets", "nope"], "unknown dataset 'nope'"),
+        (["--datasets", "mvtec"], "dataset 'mvtec' is not available"),
+        (["--categories", "nope"], "category 'nope' is not in dataset"),
+        (["--backbone", "ViT-Nope"], "unknown backbone"),
+        (["--backbone", "ViT-B-16"], "has no weights"),
+        (["--pretrained", "/no/such/ckpt.pt"], "checkpoint file does not exist"),
+        (["--shots", "1,x"], "--shots '1,x' is malformed"),
+        (["--seeds", "-1"], "--seeds '-1' is malformed"),
+        (["--shots", "999"], "normal training images; use --shots up to"),
+        (["--eval-size", "big"], "--eval-size 'big' is invalid"),
+        (["--batch-size", "0"], "--batch-size 0 is invalid"),
+        (["--device", "tpu"], "--device 'tpu' is unknown"),
+        (["--data-root", "/no/such/dir"], "is not a directory"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    assert main(["run", *args, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("fsas-bench: error:"), lines
+    assert not out.exists()
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = subprocess.run(_cli("run", "--methods", "patchknn", "--out", str(blocker / "sub")),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"fsas-bench: error: --out '{blocker / 'sub'}' is not writable "
+                                                f"(no write permission in '{blocker}'): choose another --out"]  # fmt: skip
+
+
+def test_corrupt_image_and_mask_mismatch_in_a_data_root(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "data" / "mpdd" / "part"
+    for rel in ("train/good/000.png", "train/good/001.png", "test/good/000.png", "test/dent/000.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 24)).save(root / rel)
+    (root / "ground_truth/dent").mkdir(parents=True)
+    Image.new("L", (24, 32)).save(root / "ground_truth/dent/000_mask.png")  # transposed
+    base = ["run", "--methods", "patchknn", "--data-root", str(tmp_path / "data"), "--shots", "1", "--seeds", "0"]
+    assert main([*base, "--out", str(tmp_path / "o1")]) == 2
+    assert "size mismatch" in capsys.readouterr().err and not (tmp_path / "o1").exists()
+    Image.new("L", (32, 24)).save(root / "ground_truth/dent/000_mask.png")
+    (root / "test/good/000.png").write_bytes(b"not a png")
+    assert main([*base, "--out", str(tmp_path / "o2")]) == 2
+    assert "unreadable image" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_report_and_list(embedded_run, capsys):
+    (embedded_run / "leaderboard.md").unlink()
+    assert main(["report", str(embedded_run)]) == 0 and (embedded_run / "leaderboard.md").is_file()
+    assert main(["list"]) == 0
+    shown = capsys.readouterr().out
+    assert "patchknn" in shown and "synthetic" in shown and "fsas-tiny" in shown and "elpv" in shown
+    assert main(["report", str(embedded_run / "missing")]) == 2

@@ -1,0 +1,71 @@
+"""Result storage (atomic, canonical order, resumable) and leaderboard aggregation."""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+import pandas as pd
+
+from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
+from fsas_bench.runner.results import RESULT_COLUMNS, ResultStore, format_value
+
+
+def _rows(method: str, category: str, shot: int, seed: int, values: dict[str, float], status: str = "ok") -> list[dict]:
+    base = {c: "" for c in RESULT_COLUMNS}
+    base.update(method=method, mode="benchmark", method_cfg_hash="h", backbone="fsas-tiny", pretrained="none",
+                eval_size="native", metric_impl="exact", dataset="toy", category=category, shot=shot, seed=seed,
+                shot_manifest="seeded@v1", shot_manifest_sha="ab" * 32, fsas_version="0", git_sha="g",
+                torch="t", open_clip="o", device="cpu", transductive=False, fit_scope="none", mask_resize="none",
+                connectivity=8, image_size=224)  # fmt: skip
+    return [{**base, "metric": m, "level": "image", "value": v, "status": status} for m, v in values.items()]
+
+
+def test_format_value_round_trips_floats():
+    for x in (0.1, 1 / 3, 0.9999999999999999, 1e-17):
+        assert float(format_value(x)) == x
+    assert format_value(math.nan) == "NaN" and format_value(True) == "true" and format_value(None) == ""
+
+
+def test_store_orders_rows_canonically_and_resumes(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, category in [(10, "b"), (2, "a"), (2, "b")]:
+        store.write_cell(f"job{seed}{category}", _rows("m", category, 1, seed, {"I-AUROC": 0.5}),
+                         {"job_id": f"job{seed}{category}"})  # fmt: skip
+    frame = pd.read_csv(tmp_path / "results.csv", dtype=str)
+    assert list(zip(frame["category"], frame["seed"], strict=True)) == [("a", "2"), ("b", "2"), ("b", "10")]
+    assert list(frame.columns) == list(RESULT_COLUMNS)
+    assert store.is_done("job2a") and not store.is_done("missing")
+    store.write_cell("jobf", _rows("m", "c", 1, 0, {"I-AUROC": math.nan}, status="failed"), {"job_id": "jobf"})
+    assert not store.is_done("jobf")  # failed cells are retried
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_aggregate_is_mean_over_categories_then_mean_std_over_seeds(tmp_path):
+    rng = np.random.default_rng(0)
+    store = ResultStore(tmp_path)
+    truth = {}
+    for method, shot, seed, category in product(["a", "b"], [1, 2], [0, 1, 2], ["x", "y", "z"]):
+        value = float(rng.random())
+        if (method, shot, seed, category) == ("a", 1, 0, "z"):
+            value = math.nan  # an undefined category is skipped in that seed's mean
+        truth[(method, shot, seed, category)] = value
+        status = "undefined" if math.isnan(value) else "ok"
+        store.write_cell(f"{method}{shot}{seed}{category}", _rows(method, category, shot, seed, {"I-AUROC": value}, status),
+                         {"job_id": f"{method}{shot}{seed}{category}", "ms_per_image": 2.0})  # fmt: skip
+    table = aggregate(load_results(tmp_path / "results.csv")).set_index(["method", "shot"])
+    for method, shot in product(["a", "b"], [1, 2]):
+        per_seed = [np.nanmean([truth[(method, shot, s, c)] for c in "xyz"]) for s in range(3)]
+        row = table.loc[(method, shot)]
+        assert row["mean"] == np.float64(np.mean(per_seed)) or math.isclose(row["mean"], np.mean(per_seed), abs_tol=1e-15)
+        assert math.isclose(row["std"], np.std(per_seed, ddof=1), abs_tol=1e-15)
+        assert row["n_seeds"] == 3
+    assert table.loc[("a", 1), "n_categories"] == 2 and table.loc[("b", 1), "n_categories"] == 3
+    md_path, csv_path = write_leaderboards(tmp_path)
+    text = md_path.read_text()
+    assert "## toy" in text and "| a (1-shot) |" in text and "| b (2-shot) |" in text
+    assert text.count("**") >= 2  # a best value per shot is bold
+    assert "| — |" in text or " — |" in text  # no pixel metrics on this toy set
+    assert "Undefined (NaN, skipped in means): 1 rows" in text
+    assert pd.read_csv(csv_path).shape[0] == 4
