@@ -18,6 +18,8 @@ from torch import Tensor
 
 from fsas_bench.backbones import BackboneFeatures, FeatureCache
 from fsas_bench.data.formats import read_image_rgb
+from fsas_bench.data.index import DatasetIndex
+from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
 
 FitScope = Literal["none", "per_category", "auxiliary"]
@@ -36,6 +38,17 @@ class MethodConfig:
     def sha256(self) -> str:
         """``method_cfg_hash``: SHA-256 of the canonical JSON of the config."""
         return sha256_json(self.to_dict())
+
+    def flags(self) -> str:
+        """Every field that differs from the class defaults, as ``name=value`` joined by ``;`` (rows' ``flags``)."""
+        defaults = type(self)().to_dict()
+        return ";".join(f"{k}={v}" for k, v in self.to_dict().items() if v != defaults[k])
+
+    @classmethod
+    def for_dataset(cls, dataset: str) -> MethodConfig:
+        """The config a sweep uses on ``dataset``: the defaults, unless a method shortens its schedule for the
+        embedded synthetic sets (then the change shows in ``flags`` and ``method_cfg_hash``)."""
+        return cls()
 
 
 @dataclass
@@ -67,6 +80,10 @@ class FewShotMethod(L.LightningModule, ABC):
     supports_zero_shot: ClassVar[bool] = False
     transductive: ClassVar[bool] = False
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    auxiliary_datasets: ClassVar[dict[str, str]] = {}
+    """``fit_scope = auxiliary`` only: evaluation dataset → the dataset the head is trained on (``*``: any other)."""
+    trains_per_shot: ClassVar[bool] = False
+    """``fit_scope = auxiliary`` only: one trained model per shot count k (InCTRL) instead of one for all k."""
 
     feature_names: list[str]
     """Backbone features the method reads (``block{i}``, ``embedding``, ...), set by each subclass."""
@@ -86,6 +103,27 @@ class FewShotMethod(L.LightningModule, ABC):
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         """Build the per-category state (memory, text prototypes, fitted prompts, ...) from the k references
         (``batches`` is empty for zero-shot)."""
+
+    def fit_auxiliary(self, auxiliary: DatasetIndex, target: DatasetIndex, shot: int) -> None:
+        """Train the method's learnable part on ``auxiliary`` (``fit_scope = auxiliary``).
+
+        The runner seeds everything (train seed) before the call and saves ``state_dict()`` afterwards as the
+        checkpoint every evaluation of the (method config, auxiliary dataset, seed[, shot]) reuses. ``target``
+        is passed only for faithful modes that select on it (then the method must flag the leakage in its
+        config); benchmark modes never read it.
+        """
+        raise TypeError(f"method '{self.name}' has fit_scope '{self.fit_scope}': it has no auxiliary training")
+
+    @classmethod
+    def auxiliary_dataset(cls, target: str) -> str:
+        """The auxiliary training dataset for evaluating on ``target`` (never ``target`` itself)."""
+        train = cls.auxiliary_datasets.get(target, cls.auxiliary_datasets.get("*", ""))
+        if not train or train == target:
+            raise UserError(
+                f"method '{cls.name}' has no auxiliary training set for dataset '{target}' other than itself: "
+                "evaluate it on a dataset it is not trained on"
+            )
+        return train
 
     @abstractmethod
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:

@@ -20,14 +20,14 @@ from typing import Any
 
 RESULT_COLUMNS = (
     "run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device",
-    "method", "mode", "method_cfg_hash", "backbone", "pretrained", "image_size",
+    "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "image_size",
     "fit_scope", "train_dataset", "train_seed", "checkpoint_sha", "transductive",
     "dataset", "category", "shot", "seed", "shot_manifest", "shot_manifest_sha",
     "level", "metric", "value", "metric_impl", "fpr_limit", "eval_size", "mask_resize", "connectivity",
     "n_test", "n_anomalous", "status", "reason",
 )  # fmt: skip
 TIMING_COLUMNS = (
-    "job_id", "created_at", "time_fit_s", "time_infer_s", "time_metric_s", "ms_per_image",
+    "job_id", "created_at", "time_train_s", "time_fit_s", "time_infer_s", "time_metric_s", "ms_per_image",
     "peak_gpu_mem_mb", "cache_hits", "cache_misses", "backbone_forwards",
 )  # fmt: skip
 _SORT_KEYS = ("method", "dataset", "category", "shot", "seed", "mode", "method_cfg_hash")

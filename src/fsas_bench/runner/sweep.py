@@ -30,6 +30,7 @@ from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, Gro
 from fsas_bench.runner.grid import Cell, expand_grid, job_id
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
+from fsas_bench.runner.training import TrainJob, ensure_checkpoint, load_checkpoint
 
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
 FPR_LIMIT = 0.3
@@ -92,9 +93,20 @@ class Sweep:
             spec.backbone, spec.pretrained, device=spec.device, allow_random=spec.allow_random_weights
         )
         self.cache = FeatureCache(self.backbone, spec.feature_cache_dir)
-        self.configs = {name: cls.config_cls() for name, cls in self.methods.items()}
-        for name, cls in self.methods.items():
-            self.cache.prefetch.update(cls(self.configs[name], self.cache).feature_names)
+        self.configs = {
+            (name, dataset): cls.config_cls.for_dataset(dataset)
+            for name, cls in self.methods.items()
+            for dataset in self.indexes
+        }
+        for (name, _), config in self.configs.items():
+            self.cache.prefetch.update(self.methods[name](config, self.cache).feature_names)
+        self.auxiliary = {
+            (name, dataset): cls.auxiliary_dataset(dataset)
+            for name, cls in self.methods.items()
+            if cls.fit_scope == "auxiliary"
+            for dataset in self.indexes
+        }
+        self.auxiliary_indexes = {aux: load_dataset(aux, spec.data_root) for aux in set(self.auxiliary.values())}
         self.job_ids = {cell: job_id(cell, **self._identity(cell)) for cell in self.cells}
         self.run_id = sha256_json(sorted(self.job_ids.values()))[:12]  # what is computed, not where or how batched
         self.store = ResultStore(spec.out)
@@ -122,16 +134,28 @@ class Sweep:
             on_cell(self._run_cell(cell))
 
     def _write_sidecars(self) -> None:
-        for name, config in self.configs.items():
+        for (name, _), config in self.configs.items():
             path = self.spec.out / "configs" / f"{config.sha256()}.json"
             atomic_write_text(path, canonical_json({"method": name, **config.to_dict()}) + "\n")
         for (name, k, seed), manifest in self.manifests.items():
             atomic_write_text(self.spec.out / "manifests" / name / f"k{k}_seed{seed}.txt", manifest.text())
 
+    def _train_job(self, cell: Cell) -> TrainJob | None:
+        """The auxiliary training a cell's method needs (train seed i pairs with manifest seed i)."""
+        if (cell.method, cell.dataset) not in self.auxiliary:
+            return None
+        per_shot = self.methods[cell.method].trains_per_shot
+        return TrainJob(
+            cell.method, self.configs[(cell.method, cell.dataset)].sha256(),
+            self.auxiliary[(cell.method, cell.dataset)], cell.seed, cell.shot if per_shot else None,
+        )  # fmt: skip
+
     def _identity(self, cell: Cell) -> dict[str, object]:
-        config = self.configs[cell.method]
+        config = self.configs[(cell.method, cell.dataset)]
+        job = self._train_job(cell)
         return {
             "method_cfg_hash": config.sha256(),
+            "train": None if job is None else job.__dict__,
             "mode": config.mode,
             "backbone": self.backbone.identity,
             "manifest": self.manifests[(cell.dataset, cell.shot, cell.seed)].sha,
@@ -161,7 +185,14 @@ class Sweep:
     def _evaluate(self, cell, method_cls, index, query, base, timing):  # noqa: ANN001, ANN202
         manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
         data = FSASDataModule(query, support_samples(manifest, index, cell.category), self.spec.batch_size)
-        method: FewShotMethod = method_cls(self.configs[cell.method], self.cache)
+        config = self.configs[(cell.method, cell.dataset)]
+        method: FewShotMethod = method_cls(config, self.cache)
+        if (job := self._train_job(cell)) is not None:
+            path, digest, timing["time_train_s"] = ensure_checkpoint(
+                job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset], index
+            )
+            load_checkpoint(method, path)
+            base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=digest)
         L.seed_everything(cell.seed, verbose=False)
         stats_before = (self.cache.stats.hits, self.cache.stats.misses, self.cache.stats.forwards)
         if self.spec.device.startswith("cuda"):
@@ -218,7 +249,7 @@ class Sweep:
         return IMAGE_METRICS + (PIXEL_METRICS + REGION_METRICS if index.has_masks else ())
 
     def _base_row(self, cell: Cell, jid: str, method_cls: type[FewShotMethod], index, query) -> dict:  # noqa: ANN001
-        config = self.configs[cell.method]
+        config = self.configs[(cell.method, cell.dataset)]
         manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
         frame = self.spec.frame
         return {
@@ -228,6 +259,7 @@ class Sweep:
             "method": cell.method,
             "mode": config.mode,
             "method_cfg_hash": config.sha256(),
+            "flags": config.flags(),
             "backbone": self.backbone.arch,
             "pretrained": self.backbone.pretrained,
             "image_size": self.backbone.image_size,
