@@ -147,3 +147,18 @@ def test_report_and_list(embedded_run, capsys):
     shown = capsys.readouterr().out
     assert "patchknn" in shown and "synthetic" in shown and "fsas-tiny" in shown and "elpv" in shown
     assert main(["report", str(embedded_run / "missing")]) == 2
+
+
+def test_zero_shot_runs_for_methods_that_support_it_and_is_skipped_for_others(tmp_path):
+    out = tmp_path / "zs"
+    assert main(["run", "--methods", "patchknn,winclip", "--categories", "capsule", "--shots", "0,1",
+                 "--seeds", "0", "--out", str(out)]) == 0  # fmt: skip
+    rows = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+    status = rows.groupby(["method", "shot"])["status"].agg(set).to_dict()
+    assert status == {("patchknn", "0"): {"skipped"}, ("patchknn", "1"): {"ok"},
+                      ("winclip", "0"): {"ok"}, ("winclip", "1"): {"ok"}}  # fmt: skip
+    skipped = rows[rows["status"] == "skipped"]
+    assert set(skipped["reason"]) == {"patchknn does not support zero-shot (k=0); cell skipped"}
+    text = (out / "leaderboard.md").read_text()
+    assert "| winclip (0-shot) |" in text and "| patchknn (0-shot) |" not in text
+    assert "Cells not run: patchknn k=0: patchknn does not support zero-shot" in text

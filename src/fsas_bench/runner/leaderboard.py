@@ -135,7 +135,8 @@ def _footnote(results: pd.DataFrame) -> list[str]:
     )
     manifests = sorted({f"{r.shot_manifest} k={r.shot} seed={r.seed} ({r.shot_manifest_sha[:12]})"
                         for r in results.itertuples() if r.shot_manifest})  # fmt: skip
-    skipped = results[results["status"] == "undefined"]
+    undefined = results[results["status"] == "undefined"]
+    not_run = sorted({f"{r.method} k={r.shot}: {r.reason}" for r in results[results["status"] == "skipped"].itertuples()})
     return [
         "**Protocol.** Cells: mean ± sample std over manifest seeds of the unweighted mean over categories, ×100.",
         f"Seeds: {values('seed')}. Eval size: {values('eval_size')}; mask resize: {values('mask_resize')}; "
@@ -146,10 +147,11 @@ def _footnote(results: pd.DataFrame) -> list[str]:
         "",
         "Shot manifests: " + "; ".join(manifests) + ".",
         "",
-        f"Undefined (NaN, skipped in means): {len(skipped)} rows"
-        + ("" if skipped.empty else " — " + "; ".join(sorted({f"{r.category} {r.metric}: {r.reason}"
-                                                              for r in skipped.itertuples()})))  # fmt: skip
+        f"Undefined (NaN, skipped in means): {len(undefined)} rows"
+        + ("" if undefined.empty else " — " + "; ".join(sorted({f"{r.category} {r.metric}: {r.reason}"
+                                                                for r in undefined.itertuples()})))  # fmt: skip
         + ".",
+        *([f"Cells not run: {'; '.join(not_run)}."] if not_run else []),
         f"Versions: fsas-bench {values('fsas_version')} (git {values('git_sha')[:12]}), torch {values('torch')}, "
         f"open_clip {values('open_clip')}; device {values('device')}.",
     ]
