@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ from fsas_bench.backbones.clip import BackboneFeatures, ClipBackbone
 
 @dataclass
 class CacheStats:
-    """Counters of one cache: image requests served from memory/disk, missed, and backbone forwards run."""
+    """Counters of one cache: image requests served from memory/disk, missed, backbone forwards run, and the
+    seconds spent in them."""
 
     hits: int = 0
     misses: int = 0
     forwards: int = 0
+    encode_seconds: float = 0.0
 
 
 class FeatureCache:
@@ -68,7 +71,9 @@ class FeatureCache:
                 self.stats.misses += 1
                 self.stats.forwards += 1
                 missing = (wanted | self.prefetch) - entry.keys()
+                start = time.perf_counter()
                 encoded = self.backbone.encode(load(i).unsqueeze(0), sorted(missing))
+                self.stats.encode_seconds += time.perf_counter() - start
                 entry = {**entry, **{n: t[0].cpu() for n, t in encoded.items()}}
                 self._store(key, entry)
             else:

@@ -27,7 +27,7 @@ RESULT_COLUMNS = (
     "n_test", "n_anomalous", "status", "reason",
 )  # fmt: skip
 TIMING_COLUMNS = (
-    "job_id", "created_at", "time_train_s", "time_fit_s", "time_infer_s", "time_metric_s", "ms_per_image",
+    "job_id", "created_at", "time_train_s", "time_fit_s", "time_encode_s", "time_infer_s", "time_metric_s", "ms_per_image",
     "peak_gpu_mem_mb", "cache_hits", "cache_misses", "backbone_forwards",
 )  # fmt: skip
 _SORT_KEYS = ("method", "dataset", "category", "shot", "seed", "mode", "method_cfg_hash")

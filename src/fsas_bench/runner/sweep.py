@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -194,12 +195,13 @@ class Sweep:
             load_checkpoint(method, path)
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=digest)
         L.seed_everything(cell.seed, verbose=False)
-        stats_before = (self.cache.stats.hits, self.cache.stats.misses, self.cache.stats.forwards)
+        before = dataclasses.replace(self.cache.stats)
         if self.spec.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         method.set_support(list(data.support_dataloader()), cell.category)
         fitted = time.perf_counter()
+        fit_encode_s = self.cache.stats.encode_seconds - before.encode_seconds
         outputs: list[MethodOutput] = _trainer(self.spec.device).predict(method, dataloaders=data.predict_dataloader())
         inferred = time.perf_counter()
         masks, regions = self._category_ground_truth(index, cell.category, query)
@@ -219,15 +221,17 @@ class Sweep:
             rows.append({**base, **_metric_fields(metric), "value": value, "status": status,
                          "reason": result.reasons.get(metric, "")})  # fmt: skip
         stats = self.cache.stats
+        encode_s = stats.encode_seconds - before.encode_seconds
         timing.update(
             time_fit_s=fitted - start,
+            time_encode_s=encode_s,
             time_infer_s=inferred - fitted,
             time_metric_s=done - inferred,
-            ms_per_image=1000 * (inferred - fitted) / max(len(query), 1),
+            ms_per_image=1000 * (inferred - fitted - (encode_s - fit_encode_s)) / max(len(query), 1),
             peak_gpu_mem_mb=torch.cuda.max_memory_allocated() / 2**20 if self.spec.device.startswith("cuda") else None,
-            cache_hits=stats.hits - stats_before[0],
-            cache_misses=stats.misses - stats_before[1],
-            backbone_forwards=stats.forwards - stats_before[2],
+            cache_hits=stats.hits - before.hits,
+            cache_misses=stats.misses - before.misses,
+            backbone_forwards=stats.forwards - before.forwards,
         )
         return rows, dict(result)
 
