@@ -162,3 +162,35 @@ def test_zero_shot_runs_for_methods_that_support_it_and_is_skipped_for_others(tm
     text = (out / "leaderboard.md").read_text()
     assert "| winclip (0-shot) |" in text and "| patchknn (0-shot) |" not in text
     assert "Cells not run: patchknn k=0: patchknn does not support zero-shot" in text
+
+
+def test_fixed_shot_lists_replace_seeded_draws(tmp_path, embedded_run):
+    from fsas_bench.data.registry import load_dataset
+
+    index = load_dataset("synthetic", None)
+    seeds_dir = tmp_path / "seeds"
+    for category in index.categories:
+        (seeds_dir / category).mkdir(parents=True)
+        (seeds_dir / category / "selected_samples_per_run.txt").write_text("#1: 3\n#2: 3 7\n")
+    dictas = tmp_path / "fix_1-shot.txt"
+    dictas.write_text("".join(f"synthetic/{c}/train/good/syn_005_{i:06d}.bmp\n" for i, c in enumerate(index.categories)))
+    base = ["run", "--methods", "patchknn", "--datasets", "synthetic", "--categories", "tile"]
+    out = tmp_path / "promptad"
+    assert main([*base, "--shots", "1,2", "--shot-list", str(seeds_dir), "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+    assert set(rows["seed"]) == {"official"} and set(rows["shot_manifest"]) == {"promptad_seedfile@v1"}
+    manifest = (out / "manifests" / "synthetic" / "k2_seedofficial.txt").read_text()
+    assert "tile\ttile/train/good/003.png\ntile\ttile/train/good/007.png" in manifest
+    out = tmp_path / "dictas"
+    assert main([*base, "--shots", "1", "--shot-list", str(dictas), "--out", str(out)]) == 0
+    assert "tile\ttile/train/good/005.png" in (out / "manifests" / "synthetic" / "k1_seedofficial.txt").read_text()
+    reused = embedded_run / "manifests" / "synthetic" / "k1_seed2.txt"
+    out = tmp_path / "reused"
+    assert main([*base, "--shots", "1", "--shot-list", str(reused), "--out", str(out)]) == 0
+    seeded = pd.read_csv(embedded_run / "results.csv", dtype=str)
+    again = pd.read_csv(out / "results.csv", dtype=str)
+    key = ["category", "metric", "value"]
+    expected = seeded[(seeded["shot"] == "1") & (seeded["seed"] == "2") & (seeded["category"] == "tile")][key]
+    assert again[key].reset_index(drop=True).equals(expected.reset_index(drop=True))
+    assert main([*base, "--shots", "1,4", "--shot-list", str(dictas), "--out", str(tmp_path / "x")]) == 2
+    assert main([*base, "--seeds", "0", "--shot-list", str(dictas), "--out", str(tmp_path / "y")]) == 2

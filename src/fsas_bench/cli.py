@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--datasets", help="comma-separated dataset names (default: the embedded synthetic set)")
     run.add_argument("--categories", help="comma-separated categories (default: all)")
     run.add_argument("--shots", default="1,2,4", help="shot counts k (default 1,2,4; 0 = zero-shot)")
-    run.add_argument("--seeds", default="0,1,2", help="manifest seeds (default 0,1,2)")
+    run.add_argument("--seeds", help="manifest seeds (default 0,1,2)")
+    run.add_argument("--shot-list", type=Path, action="append", default=[],
+                     help="fixed references instead of seeded draws (repeatable): a DictAS fix_<k>-shot.txt, a "
+                          "PromptAD seeds folder or an fsas-bench manifest; needs one --datasets")  # fmt: skip
     run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
     run.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
     run.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file (default: none)")
@@ -71,6 +74,8 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.runner.sweep import Sweep, SweepSpec
 
     datasets = _names(args.datasets)
+    if args.shot_list and args.seeds:
+        raise UserError("--seeds and --shot-list exclude each other: fixed lists carry their own references")
     out = args.out or Path("results") / (
         EMBEDDED_RUN_NAME if not datasets and args.data_root is None and args.backbone == "fsas-tiny"
         else "_".join([*(datasets or ("all",)), args.backbone])
@@ -81,7 +86,8 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         datasets=datasets,
         categories=_names(args.categories),
         shots=_int_list(args.shots, "shots", 0),
-        seeds=_int_list(args.seeds, "seeds", 0),
+        seeds=_int_list(args.seeds or "0,1,2", "seeds", 0),
+        shot_lists=tuple(args.shot_list),
         data_root=args.data_root,
         backbone=args.backbone,
         pretrained=args.pretrained,

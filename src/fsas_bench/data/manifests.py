@@ -15,6 +15,7 @@ import re
 import tempfile
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -282,6 +283,29 @@ def import_promptad(seeds_dir: str | Path, index: DatasetIndex, k: int) -> ShotM
     )
     validate_manifest(manifest, index)
     return manifest
+
+
+def import_shot_list(path: str | Path, index: DatasetIndex, shots: Sequence[int]) -> list[ShotManifest]:
+    """Manifests from a user's fixed reference list, recognised by its form.
+
+    - a directory: PromptAD/WinCLIP seed files (``<category>/selected_samples_per_run.txt``), one manifest per
+      k in ``shots``;
+    - ``fix_<k>-shot.txt``: a DictAS list;
+    - any other file: an fsas-bench manifest (e.g. one written into a run's ``manifests/`` folder).
+
+    Every manifest is validated against ``index``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [import_promptad(path, index, k) for k in shots if k > 0]
+    if not path.is_file():
+        raise UserError(f"shot list '{path}' does not exist: pass a DictAS fix_<k>-shot.txt, a PromptAD seeds "
+                        "folder or an fsas-bench manifest file")  # fmt: skip
+    if _DICTAS_FILE_NAME.fullmatch(path.name):
+        return [import_dictas(path, index)]
+    manifest = read_manifest(path)
+    validate_manifest(manifest, index)
+    return [manifest]
 
 
 def check_registry(path: str | Path, registry: str | Path) -> str:

@@ -18,7 +18,7 @@ class Cell:
     dataset: str
     category: str
     shot: int
-    seed: int
+    seed: int | str  # a manifest seed, or "official" for a fixed imported list
 
 
 def expand_grid(
@@ -26,7 +26,7 @@ def expand_grid(
     indexes: Sequence[DatasetIndex],
     categories: Sequence[str] | None,
     shots: Sequence[int],
-    seeds: Sequence[int],
+    seeds: Sequence[int | str],
 ) -> list[Cell]:
     """All cells, ordered dataset → category → method → shot → seed (so features of a category are reused).
 
@@ -50,6 +50,11 @@ def expand_grid(
         for shot in shots
         for seed in seeds
     ]
+
+
+def numeric_seed(seed: int | str) -> int:
+    """The RNG seed of a cell: its manifest seed, or 0 for an imported (``official``) list."""
+    return seed if isinstance(seed, int) else 0
 
 
 def job_id(cell: Cell, **identity: object) -> str:

@@ -21,14 +21,14 @@ from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule
 from fsas_bench.data.formats import verify_samples
 from fsas_bench.data.index import DatasetIndex
-from fsas_bench.data.manifests import draw_manifest, support_samples
+from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples
 from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
-from fsas_bench.runner.grid import Cell, expand_grid, job_id
+from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
 from fsas_bench.runner.training import TrainJob, ensure_checkpoint, load_checkpoint
@@ -55,6 +55,7 @@ class SweepSpec:
     frame: EvalFrame = field(default_factory=EvalFrame)
     resume: bool = True
     feature_cache_dir: Path | None = None
+    shot_lists: tuple[Path, ...] = ()  # fixed reference lists replacing the seeded draws
     allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
 
 
@@ -81,13 +82,9 @@ class Sweep:
             raise UserError(f"--batch-size {spec.batch_size} is invalid: use a positive integer")
         names = spec.datasets or tuple(default_datasets(spec.data_root))
         self.indexes = {name: load_dataset(name, spec.data_root) for name in names}
-        self.cells = expand_grid(list(self.methods), list(self.indexes.values()), spec.categories, spec.shots, spec.seeds)
-        self.manifests = {
-            (name, k, seed): draw_manifest(index, k, seed)
-            for name, index in self.indexes.items()
-            for k in spec.shots
-            for seed in spec.seeds
-        }
+        self.manifests = self._manifests()
+        seeds = list(dict.fromkeys(seed for _, _, seed in self.manifests))
+        self.cells = expand_grid(list(self.methods), list(self.indexes.values()), spec.categories, spec.shots, seeds)
         verify_samples(self._used_samples())
         _check_device(spec.device)
         self.backbone = load_backbone(
@@ -113,6 +110,26 @@ class Sweep:
         self.store = ResultStore(spec.out)
         _check_writable(spec.out)
         self._ground_truth: dict[tuple[str, str], tuple[np.ndarray, GroundTruthRegions | None]] = {}
+
+    def _manifests(self) -> dict[tuple[str, int, int | str], ShotManifest]:
+        """(dataset, k, seed) → manifest: seeded draws, or the user's fixed lists (seed ``official``)."""
+        spec = self.spec
+        if not spec.shot_lists:
+            return {
+                (name, k, seed): draw_manifest(index, k, seed)
+                for name, index in self.indexes.items()
+                for k in spec.shots
+                for seed in spec.seeds
+            }
+        if len(self.indexes) != 1:
+            raise UserError("--shot-list applies to one dataset: pass exactly one name with --datasets")
+        (name, index), = self.indexes.items()
+        imported = [m for path in spec.shot_lists for m in import_shot_list(path, index, spec.shots)]
+        manifests = {(name, m.k, m.seed): m for m in imported if m.k in spec.shots}
+        missing = sorted(set(spec.shots) - {k for _, k, _ in manifests})
+        if missing:
+            raise UserError(f"no --shot-list covers k={missing[0]}: pass a list for it or drop it from --shots")
+        return manifests
 
     def _used_samples(self) -> list:
         used = {}
@@ -148,7 +165,7 @@ class Sweep:
         per_shot = self.methods[cell.method].trains_per_shot
         return TrainJob(
             cell.method, self.configs[(cell.method, cell.dataset)].sha256(),
-            self.auxiliary[(cell.method, cell.dataset)], cell.seed, cell.shot if per_shot else None,
+            self.auxiliary[(cell.method, cell.dataset)], numeric_seed(cell.seed), cell.shot if per_shot else None,
         )  # fmt: skip
 
     def _identity(self, cell: Cell) -> dict[str, object]:
@@ -194,7 +211,7 @@ class Sweep:
             )
             load_checkpoint(method, path)
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=digest)
-        L.seed_everything(cell.seed, verbose=False)
+        L.seed_everything(numeric_seed(cell.seed), verbose=False)
         before = dataclasses.replace(self.cache.stats)
         if self.spec.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
