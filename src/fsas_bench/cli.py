@@ -65,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", type=Path)
     lst = sub.add_parser("list", help="show methods, datasets (and availability) and backbones")
     lst.add_argument("--data-root", type=Path, help="also look for datasets in this folder")
+    pre = sub.add_parser("pretrain-tiny-clip", help="train fsas-tiny on captioned synthetic images (fsas-synthetic)")
+    pre.add_argument("--out", type=Path, required=True, help="weights file to write (fp16 safetensors)")
+    pre.add_argument("--seed", type=int, help="seed of the whole run (default 0, the shipped weights' seed)")
+    pre.add_argument("--epochs", type=int, help="passes over the pairs (default: the shipped recipe's)")
+    pre.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/last.ckpt")
     return parser
 
 
 def _run(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.evaluation import EvalFrame
     from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
-    from fsas_bench.runner.sweep import Sweep, SweepSpec
+    from fsas_bench.runner.sweep import CellReport, Sweep, SweepSpec
 
     datasets = _names(args.datasets)
     if args.shot_list and args.seeds:
@@ -103,7 +108,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task("cells", total=len(sweep.cells))
 
-        def advance(report) -> None:  # noqa: ANN001
+        def advance(report: CellReport) -> None:
             cell = report.cell
             state = "resumed" if report.skipped else "done"
             progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
@@ -159,12 +164,20 @@ def _list(args: argparse.Namespace, console: Console) -> None:
     console.print(f"backbones: shipped {', '.join(shipped)} (random weights allowed); open_clip: {', '.join(others)}")
 
 
+def _pretrain_tiny_clip(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.pretrain import PretrainConfig, pretrain
+
+    given = {"seed": args.seed, "epochs": args.epochs, "resume": args.resume}
+    path = pretrain(PretrainConfig(out=args.out, **{k: v for k, v in given.items() if v is not None}))
+    console.print(f"wrote {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsas-bench`` console script; returns the exit status."""
     console = Console()
     try:
         args = build_parser().parse_args(argv)
-        {"run": _run, "report": _report, "list": _list}[args.command](args, console)
+        {"run": _run, "report": _report, "list": _list, "pretrain-tiny-clip": _pretrain_tiny_clip}[args.command](args, console)
     except UserError as err:
         print(f"fsas-bench: error: {err}", file=sys.stderr)
         return 2

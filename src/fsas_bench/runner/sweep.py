@@ -23,6 +23,7 @@ from fsas_bench.data.formats import verify_samples
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples
 from fsas_bench.data.registry import default_datasets, load_dataset
+from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
 from fsas_bench.hashing import canonical_json, sha256_json
@@ -131,7 +132,7 @@ class Sweep:
             raise UserError(f"no --shot-list covers k={missing[0]}: pass a list for it or drop it from --shots")
         return manifests
 
-    def _used_samples(self) -> list:
+    def _used_samples(self) -> list[Sample]:
         used = {}
         for (name, _, _), manifest in self.manifests.items():
             for category in {c.category for c in self.cells if c.dataset == name}:
@@ -200,7 +201,16 @@ class Sweep:
         self.store.write_cell(jid, rows, timing)
         return CellReport(cell, skipped=False, values=values)
 
-    def _evaluate(self, cell, method_cls, index, query, base, timing):  # noqa: ANN001, ANN202
+    def _evaluate(
+        self,
+        cell: Cell,
+        method_cls: type[FewShotMethod],
+        index: DatasetIndex,
+        query: list[Sample],
+        base: dict[str, object],
+        timing: dict[str, object],
+    ) -> tuple[list[dict[str, object]], dict[str, float]]:
+        """Fit (or load) the method, predict the category's test split, score it: rows and metric values."""
         manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
         data = FSASDataModule(query, support_samples(manifest, index, cell.category), self.spec.batch_size)
         config = self.configs[(cell.method, cell.dataset)]
@@ -252,7 +262,9 @@ class Sweep:
         )
         return rows, dict(result)
 
-    def _category_ground_truth(self, index: DatasetIndex, category: str, query: list):  # noqa: ANN202
+    def _category_ground_truth(
+        self, index: DatasetIndex, category: str, query: list[Sample]
+    ) -> tuple[np.ndarray, GroundTruthRegions | None]:
         """Masks and AUPRO regions of a category's test split in the evaluation frame (computed once)."""
         key = (index.name, category)
         if key not in self._ground_truth:
@@ -269,7 +281,9 @@ class Sweep:
     def _metric_names(index: DatasetIndex) -> tuple[str, ...]:
         return IMAGE_METRICS + (PIXEL_METRICS + REGION_METRICS if index.has_masks else ())
 
-    def _base_row(self, cell: Cell, jid: str, method_cls: type[FewShotMethod], index, query) -> dict:  # noqa: ANN001
+    def _base_row(
+        self, cell: Cell, jid: str, method_cls: type[FewShotMethod], index: DatasetIndex, query: list[Sample]
+    ) -> dict[str, object]:
         config = self.configs[(cell.method, cell.dataset)]
         manifest = self.manifests[(cell.dataset, cell.shot, cell.seed)]
         frame = self.spec.frame
