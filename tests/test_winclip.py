@@ -74,3 +74,26 @@ def test_few_shot_batch_invariance_and_reference_reuse(tiny_backbone, image_file
     zero_shot.set_support([], "tile")
     expected = zero_shot.predict_step(split_batch(refs, [0]), 0).anomaly_maps / 2
     torch.testing.assert_close(ref.anomaly_maps, expected, rtol=0, atol=1e-6)
+
+
+def test_paper_architecture_windows_and_scoring(tmp_path):
+    """ViT-B-16-plus-240 (random weights; the parity backbone): 15×15 grid, 196 + 169 windows, one forward."""
+    import numpy as np
+    from PIL import Image
+
+    from fsas_bench.backbones import load_backbone
+    from fsas_bench.data.datamodule import image_sha
+
+    backbone = load_backbone("ViT-B-16-plus-240", None, allow_random=True)
+    assert backbone.grid == (15, 15) and backbone.image_size == 240
+    path = tmp_path / "q.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path)
+    cache = FeatureCache(backbone)
+    method = get_method("winclip")(WinCLIPConfig(), cache)
+    batch = {"path": [str(path)], "sha": [image_sha(path)]}
+    method.set_support([batch], "metal_nut")
+    out = method.predict_step(batch, 0)
+    feats = cache.features(batch["sha"], method.feature_names, lambda i: pytest.fail("re-encoded"))[0]
+    assert feats["window2"].shape == (196, 640) and feats["window3"].shape == (169, 640)
+    assert feats["final_tokens"].shape == (225, 896) and out.anomaly_maps.shape == (1, 240, 240)
+    assert cache.stats.forwards == 1
