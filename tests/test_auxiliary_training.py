@@ -70,9 +70,12 @@ def test_one_checkpoint_per_seed_reused_across_categories_and_shots(tmp_path, to
     assert set(rows["flags"]) == {"epochs=1"}  # the embedded schedule is recorded
     assert rows.groupby("train_seed")["checkpoint_sha"].nunique().eq(1).all()
     assert rows["checkpoint_sha"].nunique() == 2
-    assert len(list((tmp_path / "checkpoints").rglob("*.pt"))) == 2
+    assert len(list((tmp_path / "checkpoints").rglob("*.safetensors"))) == 2
     Sweep(SweepSpec(out=tmp_path, methods=(toy_method,), categories=("hex_nut",), shots=(1,), seeds=(0,))).run()
     assert len(TRAINED) == 2  # the existing checkpoint is reused, not retrained
+    again = tmp_path / "again"
+    Sweep(SweepSpec(out=again, methods=(toy_method,), categories=("tile",), shots=(1,), seeds=(0, 1))).run()
+    assert (again / "results.csv").read_text().count(rows["checkpoint_sha"].iloc[0]) > 0  # same weights, same sha
 
 
 def test_per_shot_training(tmp_path, toy_method, monkeypatch):

@@ -1,6 +1,7 @@
 """Auxiliary training jobs: one checkpoint per (method config, auxiliary dataset, train seed[, shot]).
 
-Checkpoints live under ``<out>/checkpoints/`` and are written atomically; an existing checkpoint is reused
+Checkpoints live under ``<out>/checkpoints/`` as safetensors (byte-identical for identical weights, so
+``checkpoint_sha`` is reproducible) and are written atomically; an existing checkpoint is reused
 (retraining is skipped), so every category, shot and manifest seed of a target dataset evaluates the same
 weights, identified in result rows by ``checkpoint_sha``.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
+from safetensors.torch import load_file, save_file
 
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.hashing import sha256_file
@@ -33,9 +34,10 @@ class TrainJob:
     shot: int | None  # only for methods trained per shot count
 
     def path(self, out: Path) -> Path:
-        """``<out>/checkpoints/<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>].pt``."""
+        """``<out>/checkpoints/<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>].safetensors``."""
         suffix = "" if self.shot is None else f"_k{self.shot}"
-        return out / "checkpoints" / self.method / self.train_dataset / f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.pt"
+        name = f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors"
+        return out / "checkpoints" / self.method / self.train_dataset / name
 
 
 def ensure_checkpoint(
@@ -53,7 +55,7 @@ def ensure_checkpoint(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(method.state_dict(), tmp)
+        save_file({k: v.detach().contiguous().clone() for k, v in method.state_dict().items()}, tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -62,4 +64,4 @@ def ensure_checkpoint(
 
 def load_checkpoint(method: FewShotMethod, path: Path) -> None:
     """Load a checkpoint written by :func:`ensure_checkpoint` into a fresh method instance."""
-    method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    method.load_state_dict(load_file(path))
