@@ -50,7 +50,7 @@ class FeatureCache:
         self._memory: dict[str, BackboneFeatures] = {}
 
     def features(
-        self, image_shas: Sequence[str], names: Sequence[str], load: Callable[[int], Tensor]
+        self, image_shas: Sequence[str], names: Sequence[str], load: Callable[[int], Tensor], prefetch: bool = True
     ) -> list[BackboneFeatures]:
         """Named features (see :meth:`ClipBackbone.encode`) of each image.
 
@@ -59,6 +59,8 @@ class FeatureCache:
             names: the features wanted.
             load: ``i`` → the preprocessed ``3 × S × S`` image i; called only on a miss (images whose
                 features are cached are never decoded).
+            prefetch: also encode the sweep's other methods' features on a miss (off for images only one
+                method reads, e.g. auxiliary training images).
 
         Each image is encoded alone, once per missing feature set.
         """
@@ -70,7 +72,7 @@ class FeatureCache:
             if wanted - entry.keys():
                 self.stats.misses += 1
                 self.stats.forwards += 1
-                missing = (wanted | self.prefetch) - entry.keys()
+                missing = (wanted | (self.prefetch if prefetch else set())) - entry.keys()
                 start = time.perf_counter()
                 encoded = self.backbone.encode(load(i).unsqueeze(0), sorted(missing))
                 self.stats.encode_seconds += time.perf_counter() - start

@@ -93,11 +93,16 @@ class FewShotMethod(L.LightningModule, ABC):
         self.config = config
         self.cache = cache
 
-    def features(self, batch: dict[str, Any], names: Sequence[str]) -> list[BackboneFeatures]:
+    def features(self, batch: dict[str, Any], names: Sequence[str], prefetch: bool = True) -> list[BackboneFeatures]:
         """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch
-        (``path`` and ``sha`` lists); images are decoded only when their features are not cached."""
+        (``path`` and ``sha`` lists); images are decoded only when their features are not cached.
+        ``prefetch=False`` for images no other method reads (auxiliary training data)."""
         preprocess = self.cache.backbone.preprocess
-        return self.cache.features(batch["sha"], names, lambda i: preprocess(read_image_rgb(Path(batch["path"][i]))))
+
+        def load(i: int) -> Tensor:
+            return preprocess(read_image_rgb(Path(batch["path"][i])))
+
+        return self.cache.features(batch["sha"], names, load, prefetch)
 
     @abstractmethod
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:

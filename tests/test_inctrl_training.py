@@ -1,0 +1,98 @@
+"""InCTRL training: balanced episodes, a short run lowering the loss, and the method end to end in a sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsas_bench.backbones import FeatureCache
+from fsas_bench.data.registry import load_dataset
+from fsas_bench.errors import UserError
+from fsas_bench.methods import get_method
+from fsas_bench.methods.inctrl import InCTRLConfig
+from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
+from fsas_bench.runner.sweep import Sweep, SweepSpec
+
+
+@pytest.fixture(scope="module")
+def auxiliary():
+    return load_dataset("synthetic-aux", None)
+
+
+@pytest.fixture(scope="module")
+def feature_dir(tmp_path_factory):
+    """A feature disk cache shared by this module's tests (the auxiliary images are encoded once)."""
+    return tmp_path_factory.mktemp("inctrl-features")
+
+
+def pool_of(index):
+    return [s for c in index.categories for split in ("train", "test") for s in index.split(c, split)]
+
+
+def test_balanced_episodes_draw_prompts_from_normals_of_the_query_category(auxiliary):
+    pool = pool_of(auxiliary)
+    by_path = {str(s.image_path): s for s in pool}
+    self_prompts = 0
+    for exclude_self in (False, True):
+        episodes = BalancedEpisodes(pool, 3, 8, 20, exclude_self, torch.Generator().manual_seed(0))
+        batches = list(episodes)
+        assert len(batches) == len(episodes) == 20
+        for batch in batches:
+            queries = [by_path[p] for p in batch["query"]["path"]]
+            assert [q.label for q in queries] == [0] * 4 + [1] * 4 and batch["label"].tolist() == [0.0] * 4 + [1.0] * 4
+            assert batch["category"] == [q.category for q in queries]
+            for i, query in enumerate(queries):
+                prompts = [by_path[p] for p in batch["prompts"]["path"][3 * i : 3 * i + 3]]
+                assert len(set(p.image_path for p in prompts)) == 3
+                assert all(p.label == 0 and p.category == query.category for p in prompts)
+                if query.image_path in {p.image_path for p in prompts}:
+                    assert not exclude_self
+                    self_prompts += 1
+    assert self_prompts > 0  # as released, a normal query may be its own prompt
+    with pytest.raises(UserError, match="normal images per auxiliary category"):
+        BalancedEpisodes(pool, 40, 8, 1, False, torch.Generator())
+
+
+def test_short_training_lowers_the_loss_and_leaves_the_patch_branch_untouched(tiny_backbone, auxiliary, feature_dir):
+    kept = ("bracket", "wood")  # two of the four categories keep the test short
+    auxiliary = dataclasses.replace(
+        auxiliary, categories=kept, samples=tuple(s for s in auxiliary.samples if s.category in kept)
+    )
+    L.seed_everything(0, verbose=False)
+    method = get_method("inctrl")(InCTRLConfig(epochs=1, steps_per_epoch=20), FeatureCache(tiny_backbone, feature_dir))
+    fixed = list(BalancedEpisodes(pool_of(auxiliary), 2, 16, 3, False, torch.Generator().manual_seed(1)))
+
+    def evaluate() -> tuple[float, list[torch.Tensor]]:
+        method.eval()
+        with torch.no_grad():
+            loss = torch.stack([method.episode_loss(b) for b in fixed]).mean().item()
+            maps = [method.model(method.query_inputs(b["query"])).residual_map for b in fixed]
+        return loss, maps
+
+    method.set_support([fixed[0]["prompts"]], "bracket")
+    before, maps_before = evaluate()
+    method.fit_auxiliary(auxiliary, auxiliary, shot=2)
+    after, maps_after = evaluate()
+    assert after < before - 0.01
+    assert all(torch.equal(a, b) for a, b in zip(maps_before, maps_after, strict=True))
+
+
+def test_end_to_end_sweep_trains_one_model_per_shot(tmp_path, feature_dir, monkeypatch):
+    monkeypatch.setattr(InCTRLConfig, "for_dataset", classmethod(lambda cls, dataset: cls(epochs=1, steps_per_epoch=2)))
+    spec = SweepSpec(out=tmp_path, methods=("inctrl",), categories=("tile",), shots=(1, 2), seeds=(0,),
+                     feature_cache_dir=feature_dir)  # fmt: skip
+    Sweep(spec).run()
+    rows = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert set(rows["train_dataset"]) == {"synthetic-aux"} and set(rows["fit_scope"]) == {"auxiliary"}
+    assert set(rows["flags"]) == {"epochs=1;steps_per_epoch=2"}
+    assert set(rows["status"]) == {"ok"} and rows["metric"].nunique() == 7
+    assert rows.groupby("shot")["checkpoint_sha"].nunique().eq(1).all() and rows["checkpoint_sha"].nunique() == 2
+    checkpoints = sorted((tmp_path / "checkpoints").rglob("*.safetensors"))
+    assert [p.name.rsplit("_", 1)[1] for p in checkpoints] == ["k1.safetensors", "k2.safetensors"]
+    state = load_file(checkpoints[0])
+    assert all(k.startswith("model.") for k in state)  # prompts and text prototypes are not checkpointed
