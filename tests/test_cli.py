@@ -194,3 +194,16 @@ def test_fixed_shot_lists_replace_seeded_draws(tmp_path, embedded_run):
     assert again[key].reset_index(drop=True).equals(expected.reset_index(drop=True))
     assert main([*base, "--shots", "1,4", "--shot-list", str(dictas), "--out", str(tmp_path / "x")]) == 2
     assert main([*base, "--seeds", "0", "--shot-list", str(dictas), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_method_settings_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["run", "--methods", "patchknn", "--categories", "tile", "--shots", "1", "--seeds", "0",
+                 "--set", "patchknn.sigma=0", "--set", "patchknn.blocks=0,2", "--out", str(out)]) == 0  # fmt: skip
+    rows = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+    assert set(rows["flags"]) == {"blocks=(0, 2);sigma=0.0"}
+    for bad, needle in ((["--set", "patchknn.sigma"], "is malformed"), (["--set", "patchknn.nope=1"], "is not a setting"),
+                        (["--set", "patchknn.sigma=big"], "cannot read 'big' as float"),
+                        (["--set", "nope.x=1"], "unknown method 'nope'")):  # fmt: skip
+        assert main(["run", "--methods", "patchknn", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert needle in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -38,6 +38,27 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
 
 
+def _overrides(items: list[str], textures: Path | None, methods: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``--set method.field=value`` items (and ``--anomaly-textures``) as method → {field: text}."""
+    from fsas_bench.methods import get_method, list_methods
+
+    result: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.partition(".")
+        if not sep or not dot or not name:
+            raise UserError(f"--set '{item}' is malformed: write METHOD.FIELD=VALUE, e.g. dictas.epochs=10")
+        get_method(method)
+        result.setdefault(method, {})[name] = value
+    if textures is not None:
+        if not textures.is_dir():
+            raise UserError(f"--anomaly-textures '{textures}' is not a directory: pass a folder of texture images")
+        for method in methods or tuple(list_methods()):
+            if "anomaly_textures" in get_method(method).config_cls().to_dict():
+                result.setdefault(method, {})["anomaly_textures"] = str(textures)
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     parser = _Parser(prog="fsas-bench", description="Few-shot anomaly segmentation benchmark.")
@@ -51,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shot-list", type=Path, action="append", default=[],
                      help="fixed references instead of seeded draws (repeatable): a DictAS fix_<k>-shot.txt, a "
                           "PromptAD seeds folder or an fsas-bench manifest; needs one --datasets")  # fmt: skip
+    run.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+                     help="override a method config field, e.g. dictas.epochs=10 (repeatable; recorded in flags)")
+    run.add_argument("--anomaly-textures", type=Path,
+                     help="texture folder (e.g. DTD images) for synthetic anomalies of methods that paste them")
     run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
     run.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
     run.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file (default: none)")
@@ -69,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", type=Path, required=True, help="weights file to write (fp16 safetensors)")
     pre.add_argument("--seed", type=int, help="seed of the whole run (default 0, the shipped weights' seed)")
     pre.add_argument("--epochs", type=int, help="passes over the pairs (default: the shipped recipe's)")
-    pre.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/last.ckpt")
+    pre.add_argument("--resume", action="store_true", help="continue from <out>.run/checkpoints/last.ckpt")
     return parser
 
 
@@ -93,6 +118,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         shots=_int_list(args.shots, "shots", 0),
         seeds=_int_list(args.seeds or "0,1,2", "seeds", 0),
         shot_lists=tuple(args.shot_list),
+        overrides=_overrides(args.set, args.anomaly_textures, _names(args.methods)),
         data_root=args.data_root,
         backbone=args.backbone,
         pretrained=args.pretrained,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -49,6 +49,36 @@ class MethodConfig:
         """The config a sweep uses on ``dataset``: the defaults, unless a method shortens its schedule for the
         embedded synthetic sets (then the change shows in ``flags`` and ``method_cfg_hash``)."""
         return cls()
+
+
+def with_overrides(config: MethodConfig, overrides: dict[str, str]) -> MethodConfig:
+    """``config`` with fields replaced from text values (``--set method.field=value``), parsed by each field's
+    default type: bool (true/false), int, float, str, or comma-separated tuples."""
+    if not overrides:
+        return config
+    current = config.to_dict()
+    values: dict[str, Any] = {}
+    for name, text in overrides.items():
+        if name not in current or not any(f.name == name and f.init for f in fields(config)):
+            raise UserError(
+                f"'{name}' is not a setting of {type(config).__name__}: choose from {', '.join(sorted(current))}"
+            )
+        values[name] = _parse_like(current[name], text, name)
+    return replace(config, **values)
+
+
+def _parse_like(default: Any, text: str, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if isinstance(default, (list, tuple)):
+            kind = type(default[0]) if default else int
+            return tuple(kind(part) for part in text.split(",") if part)
+        return type(default)(text)
+    except ValueError:
+        raise UserError(f"--set {name}={text}: cannot read '{text}' as {type(default).__name__}") from None
 
 
 @dataclass

@@ -28,6 +28,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
+from fsas_bench.methods.base import with_overrides
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
@@ -57,6 +58,7 @@ class SweepSpec:
     resume: bool = True
     feature_cache_dir: Path | None = None
     shot_lists: tuple[Path, ...] = ()  # fixed reference lists replacing the seeded draws
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # method → {config field: value text}
     allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
 
 
@@ -93,7 +95,7 @@ class Sweep:
         )
         self.cache = FeatureCache(self.backbone, spec.feature_cache_dir)
         self.configs = {
-            (name, dataset): cls.config_cls.for_dataset(dataset)
+            (name, dataset): with_overrides(cls.config_cls.for_dataset(dataset), spec.overrides.get(name, {}))
             for name, cls in self.methods.items()
             for dataset in self.indexes
         }
@@ -164,9 +166,10 @@ class Sweep:
         if (cell.method, cell.dataset) not in self.auxiliary:
             return None
         per_shot = self.methods[cell.method].trains_per_shot
+        config = self.configs[(cell.method, cell.dataset)]
         return TrainJob(
-            cell.method, self.configs[(cell.method, cell.dataset)].sha256(),
-            self.auxiliary[(cell.method, cell.dataset)], numeric_seed(cell.seed), cell.shot if per_shot else None,
+            cell.method, config.sha256(), self.auxiliary[(cell.method, cell.dataset)], numeric_seed(cell.seed),
+            cell.shot if per_shot else None, cell.dataset if getattr(config, "target_leakage", False) else "",
         )  # fmt: skip
 
     def _identity(self, cell: Cell) -> dict[str, object]:
@@ -302,7 +305,7 @@ class Sweep:
             "train_dataset": "",
             "train_seed": "",
             "checkpoint_sha": "",
-            "transductive": method_cls.transductive,
+            "transductive": getattr(config, "transductive", method_cls.transductive),
             "dataset": cell.dataset,
             "category": cell.category,
             "shot": cell.shot,

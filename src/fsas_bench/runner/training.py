@@ -32,10 +32,11 @@ class TrainJob:
     train_dataset: str
     seed: int
     shot: int | None  # only for methods trained per shot count
+    target: str = ""  # only for faithful modes that select on the evaluation dataset (target leakage)
 
     def path(self, out: Path) -> Path:
-        """``<out>/checkpoints/<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>].safetensors``."""
-        suffix = "" if self.shot is None else f"_k{self.shot}"
+        """``<out>/checkpoints/<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>][_for-<target>].safetensors``."""
+        suffix = ("" if self.shot is None else f"_k{self.shot}") + (f"_for-{self.target}" if self.target else "")
         name = f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors"
         return out / "checkpoints" / self.method / self.train_dataset / name
 
