@@ -18,7 +18,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from fsas_bench.backbones.registry import list_backbones, register_shipped_configs, shipped_arches
+from fsas_bench.backbones.registry import (
+    list_backbones,
+    register_shipped_configs,
+    shipped_arches,
+    shipped_tags,
+    shipped_weights,
+)
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_file
 
@@ -156,15 +162,17 @@ def load_backbone(
 
     Args:
         arch: open_clip architecture name (``fsas-tiny`` ships with fsas-bench).
-        pretrained: open_clip pretrained tag, path of a local checkpoint, or ``None``/``"none"`` for
-            seeded random weights (only shipped configs, unless ``allow_random``).
+        pretrained: a tag of weights shipped with fsas-bench (``fsas-synthetic`` for ``fsas-tiny``), an
+            open_clip pretrained tag, path of a local checkpoint, or ``None``/``"none"`` for seeded random
+            weights (only shipped configs, unless ``allow_random``).
         device: torch device string.
         seed: seed of the random initialisation (used only without pretrained weights).
         allow_random: permit random weights for upstream architectures (speed benchmarks).
 
     Raises:
-        UserError: unknown architecture, unknown tag, unreadable/mismatched checkpoint, weights that cannot
-            be downloaded, or random weights requested for a real architecture.
+        UserError: unknown architecture, unknown tag, unreadable/mismatched checkpoint, shipped weights whose
+            SHA-256 is not the pinned one, weights that cannot be downloaded, or random weights requested for
+            a real architecture.
     """
     if arch not in list_backbones():
         raise UserError(f"unknown backbone '{arch}': run 'fsas-bench list' to see the available architectures")
@@ -179,6 +187,8 @@ def load_backbone(
             torch.manual_seed(seed)
             model = open_clip.create_model(arch, pretrained=None, device=device)
         return ClipBackbone(model, arch, RANDOM_WEIGHTS_LABEL, f"random-seed{seed}")
+    if (shipped := shipped_weights(arch, pretrained)) is not None:
+        return _load_shipped(arch, pretrained, *shipped, device)
     path = Path(pretrained).expanduser()
     if path.is_file():
         digest = sha256_file(path)
@@ -207,6 +217,18 @@ def load_backbone(
     return ClipBackbone(model, arch, pretrained, pretrained)
 
 
+def _load_shipped(arch: str, tag: str, path: Path, pinned_sha256: str, device: str) -> ClipBackbone:
+    """The packaged weights ``tag`` of ``arch``, after checking the file against its pinned SHA-256."""
+    digest = sha256_file(path) if path.is_file() else "missing"
+    if digest != pinned_sha256:
+        raise UserError(
+            f"the shipped '{tag}' weights of {arch} at '{path}' are corrupt or missing (SHA-256 {digest[:12]}, "
+            f"expected {pinned_sha256[:12]}): reinstall fsas-bench"
+        )
+    model = open_clip.create_model(arch, pretrained=str(path), device=device)
+    return ClipBackbone(model, arch, tag, f"file-sha256:{digest}")
+
+
 @contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """Hide open_clip's "initialized randomly" warning: random weights are what was asked for (and recorded)."""
@@ -218,7 +240,7 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def _tags_hint(arch: str) -> str:
-    tags = open_clip.list_pretrained_tags_by_model(arch)
+    tags = shipped_tags(arch) + open_clip.list_pretrained_tags_by_model(arch)
     return ", ".join(tags) if tags else "none known to open_clip"
 
 
