@@ -99,6 +99,8 @@ class ClipBackbone(nn.Module):
         - ``block{i}``: patch tokens after block i, raw residual stream, CLS dropped (``B × N × C``);
         - ``embedding``: the projected global image embedding (``B × D``);
         - ``final_tokens``: patch tokens after the last block and ``ln_post``, before ``proj`` (``B × N × C``);
+        - ``vv_tokens``: final patch tokens of the V-V ("CLIP Surgery") attention path after ``ln_post`` and
+          ``proj`` (``B × N × D``; FineGrainedAD's text-matching tokens);
         - ``window{s}``: projected CLS embeddings of every s × s window (``B × n_windows × D``), each window
           encoded alone: CLS + its tokens (after positional embedding) through ``ln_pre``, the transformer,
           ``ln_post`` and ``proj`` (WinCLIP).
@@ -117,6 +119,10 @@ class ClipBackbone(nn.Module):
             result["embedding"] = out["image_features"]
         if "final_tokens" in names:
             result["final_tokens"] = self.model.visual.ln_post(tapped[last])
+        if "vv_tokens" in names:
+            from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens  # lazy: methods import us
+
+            result["vv_tokens"] = vv_patch_tokens(self.model.visual, images)
         for name in names:
             if name.startswith("window"):
                 result[name] = self._encode_windows(images, sliding_windows(self.grid, int(name.removeprefix("window"))))

@@ -122,6 +122,10 @@ class FewShotMethod(L.LightningModule, ABC):
         super().__init__()
         self.config = config
         self.cache = cache
+        self.artifact_dir: Path | None = None
+        """Where a ``per_category`` fit may write its logs (rendered prompts, ...); set by the runner."""
+        self.train_seed: int | None = None
+        """``per_category`` only: the seed of the fit done in :meth:`set_support` (recorded in result rows)."""
 
     def features(self, batch: dict[str, Any], names: Sequence[str], prefetch: bool = True) -> list[BackboneFeatures]:
         """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch

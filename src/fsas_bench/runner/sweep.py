@@ -218,6 +218,8 @@ class Sweep:
         data = FSASDataModule(query, support_samples(manifest, index, cell.category), self.spec.batch_size)
         config = self.configs[(cell.method, cell.dataset)]
         method: FewShotMethod = method_cls(config, self.cache)
+        if method_cls.fit_scope == "per_category":  # prompts/logs of the per-category fit go to the run dir
+            method.artifact_dir = self.spec.out / "artifacts" / cell.method
         if (job := self._train_job(cell)) is not None:
             path, digest, timing["time_train_s"] = ensure_checkpoint(
                 job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset], index
@@ -231,6 +233,8 @@ class Sweep:
         start = time.perf_counter()
         method.set_support(list(data.support_dataloader()), cell.category)
         fitted = time.perf_counter()
+        if method_cls.fit_scope == "per_category":
+            base.update(train_seed=method.train_seed)
         fit_encode_s = self.cache.stats.encode_seconds - before.encode_seconds
         outputs: list[MethodOutput] = _trainer(self.spec.device).predict(method, dataloaders=data.predict_dataloader())
         inferred = time.perf_counter()

@@ -1,0 +1,45 @@
+"""High-resolution view of the shots for MLSA (spec §6.1): resize to f·S, cut f × f tiles of S px, encode
+each tile's V-V tokens, stitch them into one (f·g) × (f·g) grid. Cached per (backbone, image, f)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from fsas_bench.backbones import ClipBackbone
+from fsas_bench.data.formats import read_image_rgb
+from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
+
+_CACHE: OrderedDict[tuple[str, str, int], Tensor] = OrderedDict()
+CACHE_ENTRIES = 64
+
+
+def tile_images(image: np.ndarray, size: int, factor: int) -> list[np.ndarray]:
+    """RGB ``H × W × 3`` → ``factor²`` tiles (row-major) of ``size`` px of its bicubic resize to ``factor·size``."""
+    big = np.asarray(Image.fromarray(image).resize((factor * size,) * 2, Image.Resampling.BICUBIC))
+    return [big[r * size : (r + 1) * size, c * size : (c + 1) * size] for r in range(factor) for c in range(factor)]
+
+
+def stitch(tiles: Tensor, factor: int) -> Tensor:
+    """``f² × g² × D`` row-major tile tokens → ``(f·g)² × D`` tokens of the stitched grid (row-major)."""
+    side = int(round(tiles.shape[1] ** 0.5))
+    grid = tiles.view(factor, factor, side, side, -1).permute(0, 2, 1, 3, 4)
+    return grid.reshape(factor * side * factor * side, -1)
+
+
+def hires_vv_tokens(backbone: ClipBackbone, path: Path, sha: str, factor: int) -> Tensor:
+    """``(f·g)² × D`` V-V tokens of the high-resolution tiled image (unnormalised)."""
+    key = (backbone.identity, sha, factor)
+    if key not in _CACHE:
+        tiles = tile_images(read_image_rgb(path), backbone.image_size, factor)
+        batch = torch.stack([backbone.preprocess(t) for t in tiles]).to(backbone.mean.device)
+        _CACHE[key] = stitch(vv_patch_tokens(backbone.model.visual, batch), factor).cpu()
+        while len(_CACHE) > CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]

@@ -1,0 +1,212 @@
+"""FineGrainedAD and PromptAD as registered LightningModules (``fit_scope = per_category``): prompts are
+trained on the k shots of each category inside :meth:`set_support`, then queries are scored (spec §14)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from fsas_bench.backbones import FeatureCache
+from fsas_bench.data.formats import read_image_rgb
+from fsas_bench.errors import UserError
+from fsas_bench.methods.base import FewShotMethod, MethodOutput
+from fsas_bench.methods.finegrainedad.captions import (
+    SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
+)  # fmt: skip
+from fsas_bench.methods.finegrainedad.config import QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
+from fsas_bench.methods.finegrainedad.losses import total_loss
+from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
+from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS, build_families, rendered_strings
+from fsas_bench.methods.finegrainedad.regions import region_weights
+from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
+from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
+from fsas_bench.methods.registry import register_method
+
+
+@register_method
+class FineGrainedAD(FewShotMethod):
+    """FineGrainedAD (Fan et al., Pattern Recognition 2026): multi-level soft prompts aligned with image
+    regions, fused with a visual memory bank of the shots."""
+
+    name = "finegrainedad"
+    fit_scope = "per_category"
+    config_cls = FineGrainedADConfig
+
+    def __init__(self, config: FineGrainedADConfig, cache: FeatureCache) -> None:
+        super().__init__(config, cache)
+        if config.mfsc_levels not in MFSC_LEVELS:
+            raise UserError(f"{self.name} mfsc_levels '{config.mfsc_levels}' is unknown: use {', '.join(MFSC_LEVELS)}")
+        if config.qformer not in QFORMER_CHOICES:
+            raise UserError(f"{self.name} qformer '{config.qformer}' is unknown: use {' or '.join(QFORMER_CHOICES)}")
+        backbone = cache.backbone
+        self.blocks = config.blocks or _proportional_blocks(backbone.depth)
+        self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]
+        self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
+        self.learner: PromptLearner | None = None
+        self.qformer: QueryFormer | None = None
+        self.train_seed = config.seed
+        self.loss_history: list[float] = []
+        self._shot_tokens = torch.empty(0)
+        self._regions: Tensor | None = None
+
+    @property
+    def tau(self) -> Tensor:
+        """The raw ``logit_scale`` parameter (about ln 100 for CLIP), used without ``exp`` as released."""
+        return self.cache.backbone.model.logit_scale.detach()
+
+    # --- per-category training -------------------------------------------------------------------------
+
+    def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
+        if not feats:
+            raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
+        config = self.config
+        self.train_seed = config.seed if config.seed >= 0 else torch.initial_seed()
+        record, vocab = self.caption_record(category, batches)
+        device = self.cache.backbone.mean.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.train_seed)
+            families = build_families(
+                record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab
+            )
+            model = self.cache.backbone.model
+            self.learner = PromptLearner(
+                model, self.cache.backbone.arch, families, config.n_ctx, config.n_ctx_ab, config.n_pro, config.n_pro_ab
+            ).to(device)
+            self.qformer = None
+            if len(families) > 1 and config.qformer == "random_frozen":
+                self.qformer = QueryFormer(len(families), model.visual.output_dim).to(device).requires_grad_(False)
+            self._shot_tokens = F.normalize(torch.stack([f["vv_tokens"] for f in feats]), dim=-1).to(device)
+            self._regions = None
+            if config.mfsc_levels == "full":
+                self._regions = self.region_maps(batches, torch.Generator().manual_seed(self.train_seed))
+            self._log_prompts(category, record, families, len(feats))
+            self._fit()
+        memory = [torch.cat([f[f"block{b}"] for f in feats]).to(device) for b in self.blocks]
+        self.scorer.set_state(memory, *self.candidates(), self.tau)
+
+    def caption_record(self, category: str, batches: list[dict[str, Any]]) -> tuple[CaptionRecord, Vocabularies]:
+        """The category's MFSC record and the file's vocabularies. A category the file lacks gets a template
+        record, and then the vocabularies come from every shipped file plus that record."""
+        records = load_caption_file(self.config.captions) if self.config.captions else {}
+        if category not in records:
+            records = {c: r for name in SHIPPED_FILES for c, r in load_caption_file(name).items()} | records
+            shots = [read_image_rgb(Path(p)) for batch in batches for p in batch["path"]]
+            records = {**records, category: template_record(category, shots)}
+        return records[category], vocabularies(records)
+
+    def region_maps(self, batches: list[dict[str, Any]], generator: torch.Generator) -> Tensor:
+        """``(E + 1) × k × N`` MLSA maps from the initial (untrained) prompts (spec §6)."""
+        assert self.learner is not None
+        with torch.no_grad():
+            families = self.learner()
+        backbone = self.cache.backbone
+        hires = torch.stack([
+            hires_vv_tokens(backbone, Path(path), sha, self.config.hires_factor)
+            for batch in batches for path, sha in zip(batch["path"], batch["sha"], strict=True)
+        ])  # fmt: skip
+        entity_text = torch.stack([f.normal for f in families[1:-1]]).cpu()
+        return region_weights(
+            F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator
+        ).to(self._shot_tokens.device)
+
+    def _fit(self) -> None:
+        """The released schedule on the k shots: one SGD step per epoch, quiet Lightning Trainer."""
+        device = self._shot_tokens.device
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        trainer = L.Trainer(
+            max_epochs=self.config.epochs,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[device.index or 0] if device.type == "cuda" else 1,
+            precision=self.config.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+        )
+        self.loss_history = []
+        with warnings.catch_warnings():
+            for noise in ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)"):
+                warnings.filterwarnings("ignore", message=f".*{noise}.*")
+            trainer.fit(self, train_dataloaders=DataLoader([0], batch_size=None))
+        self.eval()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        losses = self.losses()
+        self.loss_history.append(float(losses["total"].detach()))
+        return losses["total"]
+
+    def losses(self) -> dict[str, Tensor]:
+        """The spec §7 loss of the current prompts on the shots, with its parts."""
+        assert self.learner is not None
+        config = self.config
+        return total_loss(
+            self._shot_tokens, self.learner(), self._regions, self.tau.to(self._shot_tokens),
+            config.lambda_match, use_reg=config.mfsc_levels == "full", use_normal_align=config.use_normal_align,
+        )  # fmt: skip
+
+    def configure_optimizers(self) -> Any:
+        assert self.learner is not None
+        config = self.config
+        optimizer = torch.optim.SGD(
+            self.learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def candidates(self) -> tuple[Tensor, Tensor]:
+        """Test-time candidate pairs ``C × 2 × D`` (entities, caption, background) and their matching keys."""
+        assert self.learner is not None
+        with torch.no_grad():
+            families = self.learner()
+        ordered: list[FamilyFeatures] = [*families[1:-1], families[0], families[-1]] if len(families) > 1 else families
+        pairs = torch.stack([torch.stack([f.normal, f.abnormal]) for f in ordered]).float()
+        keys = self.qformer(pairs) if self.qformer is not None else pairs[:, 0]
+        return pairs, keys
+
+    def _log_prompts(self, category: str, record: CaptionRecord, families: list, shots: int) -> None:
+        if self.artifact_dir is None:
+            return
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "method": self.name, "category": category, "shot": shots, "train_seed": self.train_seed,
+            "mfsc_levels": self.config.mfsc_levels, "caption_provenance": record.provenance,
+            "method_cfg_hash": self.config.sha256(),
+            "prompts": rendered_strings(families, self.config.n_ctx, self.config.n_ctx_ab),
+        }  # fmt: skip
+        path = self.artifact_dir / f"{category}-k{shots}-seed{self.train_seed}-{self.config.sha256()[:8]}.json"
+        path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+    # --- inference --------------------------------------------------------------------------------------
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:
+        device = self._shot_tokens.device
+        maps, scores = [], []
+        with torch.no_grad():
+            for f in self.features(batch, self.feature_names):
+                taps = [f[f"block{b}"].to(device) for b in self.blocks]
+                pixel, score = self.scorer(taps, f["vv_tokens"].to(device), f["embedding"].to(device))
+                maps.append(pixel)
+                scores.append(score)
+        return MethodOutput(
+            anomaly_maps=torch.stack(maps).float().cpu(), image_scores=torch.stack(scores).float().cpu()
+        )
+
+
+@register_method
+class PromptAD(FineGrainedAD):
+    """PromptAD (Li et al., CVPR 2024): the same module with ``mfsc_levels=none`` (class-name prompts)."""
+
+    name = "promptad"
+    config_cls = PromptADConfig

@@ -1,0 +1,94 @@
+"""FineGrainedAD inference (spec §8): the visual memory bank (VAD), dynamic token-wise text matching through
+the Q-Former (PAD), harmonic fusion, upsampling and smoothing. Pure ``nn.Module``s, no Lightning."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsas_bench.methods.ops import grid_side, min_cosine_distance, upsample_and_blur
+
+
+class QueryFormer(nn.Module):
+    """Two single-key cross-attentions with learnable queries and a linear fusion (``QueryFormer(C, D)``).
+
+    Each of the C candidates' normal and abnormal features is the only key of its own attention, so the
+    softmax weight is 1 and the output is a linear map of the pair; the queries cannot matter.
+    """
+
+    def __init__(self, n_candidates: int, dim: int) -> None:
+        super().__init__()
+        self.normal_query = nn.Parameter(torch.randn(n_candidates, 1, dim))
+        self.abnormal_query = nn.Parameter(torch.randn(n_candidates, 1, dim))
+        self.normal_attention = nn.MultiheadAttention(dim, 1, batch_first=True)
+        self.abnormal_attention = nn.MultiheadAttention(dim, 1, batch_first=True)
+        self.fusion = nn.Linear(2 * dim, dim)
+
+    def forward(self, pairs: Tensor) -> Tensor:
+        """``C × 2 × D`` (normal, abnormal) pairs → ``C × D`` matching keys."""
+        normal, abnormal = pairs[:, :1], pairs[:, 1:]
+        out_n = self.normal_attention(self.normal_query, normal, normal, need_weights=False)[0]
+        out_a = self.abnormal_attention(self.abnormal_query, abnormal, abnormal, need_weights=False)[0]
+        return self.fusion(torch.cat([out_n, out_a], dim=-1))[:, 0]
+
+
+def text_anomaly(tokens: Tensor, pairs: Tensor, keys: Tensor, tau: Tensor) -> Tensor:
+    """Per token, softmax(τ·[v·n_c, v·a_c])[abnormal] of the candidate c whose key is most cosine-similar.
+
+    Args:
+        tokens: ``N × D`` unit-norm tokens.
+        pairs: ``C × 2 × D`` unit-norm (normal, abnormal) features.
+        keys: ``C × D`` matching keys (Q-Former outputs, or the normal features for ``qformer=none``).
+        tau: raw logit scale.
+    """
+    choice = (tokens @ F.normalize(keys, dim=-1).T).argmax(dim=1)
+    chosen = pairs[choice]  # N × 2 × D
+    logits = tau * torch.einsum("nd,ncd->nc", tokens, chosen)
+    return logits.softmax(dim=-1)[:, 1]
+
+
+def harmonic(a: Tensor, b: Tensor, eps: float) -> Tensor:
+    """1 / (1/(a + eps) + 1/(b + eps)): half the harmonic mean; a zero input gives 0 when eps = 0."""
+    return 1.0 / (1.0 / (a + eps) + 1.0 / (b + eps))
+
+
+class FineGrainedADScorer(nn.Module):
+    """The per-category test-time state and scoring of one query at a time.
+
+    Args:
+        output_size: side of the output map (400 as released).
+        sigma: Gaussian σ of the pixel map (4).
+        harmonic_eps: epsilon in the reciprocals of the harmonic fusion.
+    """
+
+    def __init__(self, output_size: int, sigma: float, harmonic_eps: float) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.sigma = sigma
+        self.harmonic_eps = harmonic_eps
+        self.memory: list[Tensor] = []
+        self.pairs = torch.empty(0)
+        self.keys = torch.empty(0)
+        self.tau = torch.tensor(1.0)
+
+    def set_state(self, memory: list[Tensor], pairs: Tensor, keys: Tensor, tau: Tensor) -> None:
+        """Memory bank (per tap ``M × C``), candidate pairs ``C × 2 × D``, keys ``C × D``, raw τ."""
+        self.memory, self.pairs, self.keys, self.tau = memory, pairs, keys, tau
+
+    def vision_grid(self, taps: list[Tensor]) -> Tensor:
+        """V_map: mean over taps of each token's min (1 − cos)/2 to the bank, ``g × g``."""
+        dist = torch.stack([min_cosine_distance(t, m.to(t)) for t, m in zip(taps, self.memory, strict=True)])
+        side = grid_side(dist.shape[1])
+        return dist.mean(0).view(side, side)
+
+    def forward(self, taps: list[Tensor], vv_tokens: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``S × S`` and image score of one query (``taps``: per tap ``N × C``; ``vv_tokens`` ``N × D``;
+        ``embedding`` ``D``; tokens and embedding need not be normalised)."""
+        vision = self.vision_grid(taps)
+        tokens = F.normalize(vv_tokens, dim=-1)
+        text = text_anomaly(tokens, self.pairs, self.keys, self.tau).view_as(vision)
+        pixel = upsample_and_blur(harmonic(text, vision, self.harmonic_eps)[None], self.output_size, self.sigma)[0]
+        text_score = text_anomaly(F.normalize(embedding, dim=-1)[None], self.pairs, self.keys, self.tau)[0]
+        vision_score = upsample_and_blur(vision[None], self.output_size, 0.0).amax()
+        return pixel, harmonic(text_score, vision_score, self.harmonic_eps)
