@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,7 +25,7 @@ def _cli(*args: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default sweep (patchknn, all synthetic categories, shots 1,2,4, seeds 0,1,2)."""
+    """The default sweep (patchknn, all synthetic categories, shots 1,2,4, seeds 0,1,2, default weights)."""
     out = tmp_path_factory.mktemp("embedded")
     assert main(["run", "--methods", "patchknn", "--out", str(out)]) == 0
     return out
@@ -36,7 +37,7 @@ def test_results_schema_and_values(embedded_run):
     assert set(frame["shot"]) == {"1", "2", "4"} and set(frame["seed"]) == {"0", "1", "2"}
     assert set(frame["metric"]) == {"I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO"}
     assert (frame["status"] == "ok").all()
-    assert set(frame["pretrained"]) == {"none (random weights)"} and set(frame["backbone"]) == {"fsas-tiny"}
+    assert set(frame["pretrained"]) == {"fsas-synthetic"} and set(frame["backbone"]) == {"fsas-tiny"}
     assert set(frame["eval_size"]) == {"native"} and set(frame["metric_impl"]) == {"exact"}
     assert frame["shot_manifest_sha"].str.fullmatch("[0-9a-f]{64}").all()
     values = frame["value"].astype(float)
@@ -50,9 +51,19 @@ def test_leaderboards(embedded_run):
     assert "## synthetic" in text
     for shot in (1, 2, 4):
         assert f"| patchknn ({shot}-shot) |" in text
-    assert "none (random weights)" in text and "Eval size: native" in text
+    assert "fsas-synthetic" in text and "Eval size: native" in text
     board = pd.read_csv(embedded_run / "leaderboard.csv")
     assert set(board["n_seeds"]) == {3} and len(board) == 3 * 7
+
+
+def test_pretrained_none_runs_seeded_random_weights(tmp_path, embedded_run):
+    out = tmp_path / "random"
+    cell = ["--categories", "tile", "--shots", "1", "--seeds", "0"]
+    assert main(["run", "--methods", "patchknn", *cell, "--pretrained", "none", "--out", str(out)]) == 0
+    random = pd.read_csv(out / "results.csv")
+    trained = pd.read_csv(embedded_run / "results.csv").query("category == 'tile' and shot == 1 and seed == 0")
+    assert set(random["pretrained"]) == {"none (random weights)"}
+    assert not np.allclose(random.sort_values("metric")["value"], trained.sort_values("metric")["value"])
 
 
 def test_identical_reruns_and_batch_size_invariance(tmp_path):

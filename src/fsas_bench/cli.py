@@ -6,13 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fsas_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from fsas_bench.runner.regress import Selection, SnapshotConfig
+    from fsas_bench.runner.sweep import Sweep
 
 EMBEDDED_RUN_NAME = "embedded"
 
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="texture folder (e.g. DTD images) for synthetic anomalies of methods that paste them")
     run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
     run.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
-    run.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint file (default: none)")
+    run.add_argument("--pretrained", help="weights: shipped or open_clip tag, local checkpoint file, or 'none' for "
+                     "seeded random weights (default: fsas-synthetic for fsas-tiny)")
     run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     run.add_argument("--batch-size", type=int, default=8, help="query batch size; never changes any number")
     run.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
@@ -86,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default results/<run-name>)")
     run.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
     run.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
+    reg = sub.add_parser("regress", help="compare a run with a committed regression snapshot (exit 1 on drift)")
+    reg.add_argument("--against", type=Path, required=True, help="snapshot CSV; its sidecar is the same name .json")
+    reg.add_argument("--results", type=Path, help="results.csv (or its run directory) to compare; default: rerun "
+                     "the snapshot's sweep (resuming in the cache directory)")  # fmt: skip
+    reg.add_argument("--atol", type=float, help="one absolute tolerance for every metric (overrides the sidecar)")
+    reg.add_argument("--update", action="store_true", help="rewrite snapshot and sidecar from the run (deliberate)")
+    reg.add_argument("--device", default="cpu", help="device of the rerun: cpu (default) or cuda[:N]")
+    for name in ("methods", "datasets", "categories", "shots", "seeds"):
+        reg.add_argument(f"--{name}", help=f"compare (and rerun) only these {name}, comma-separated")
     report = sub.add_parser("report", help="regenerate leaderboard.md/.csv from DIR/results.csv")
     report.add_argument("dir", type=Path)
     lst = sub.add_parser("list", help="show methods, datasets (and availability) and backbones")
@@ -98,10 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_with_progress(sweep: Sweep) -> None:
+    """Run every cell of ``sweep`` with a progress bar on stderr."""
+    from fsas_bench.runner.sweep import CellReport
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("cells", total=len(sweep.cells))
+
+        def advance(report: CellReport) -> None:
+            cell = report.cell
+            state = "resumed" if report.skipped else "done"
+            progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
+                            f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
+
+        sweep.run(advance)
+
+
 def _run(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.backbones.registry import default_pretrained
     from fsas_bench.evaluation import EvalFrame
     from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
-    from fsas_bench.runner.sweep import CellReport, Sweep, SweepSpec
+    from fsas_bench.runner.sweep import Sweep, SweepSpec
 
     datasets = _names(args.datasets)
     if args.shot_list and args.seeds:
@@ -121,7 +154,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         overrides=_overrides(args.set, args.anomaly_textures, _names(args.methods)),
         data_root=args.data_root,
         backbone=args.backbone,
-        pretrained=args.pretrained,
+        pretrained=args.pretrained or default_pretrained(args.backbone),
         device=args.device,
         batch_size=args.batch_size,
         frame=EvalFrame.parse(args.eval_size, args.mask_resize),
@@ -129,18 +162,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         feature_cache_dir=args.feature_cache,
     )
     sweep = Sweep(spec)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task("cells", total=len(sweep.cells))
-
-        def advance(report: CellReport) -> None:
-            cell = report.cell
-            state = "resumed" if report.skipped else "done"
-            progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
-                            f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
-
-        sweep.run(advance)
+    _run_with_progress(sweep)
     md_path, csv_path = write_leaderboards(out)
     table = aggregate(load_results(out / "results.csv"))
     summary = Table(title=f"fsas-bench summary ({out})")
@@ -158,6 +180,51 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     console.print(f"results: {out / 'results.csv'}\nleaderboards: {md_path}, {csv_path}")
 
 
+def _rerun(config: SnapshotConfig, selection: Selection, device: str, console: Console) -> Path:
+    """Run (resuming) the snapshot's sweep restricted to ``selection``; the path of its results.csv."""
+    from fsas_bench.runner.regress import sweep_spec
+    from fsas_bench.runner.sweep import Sweep
+
+    sweep = Sweep(sweep_spec(config, selection, device))
+    console.print(f"running the snapshot's sweep ({len(sweep.cells)} cells, resumable) in {sweep.spec.out}")
+    _run_with_progress(sweep)
+    return sweep.spec.out / "results.csv"
+
+
+def _regress(args: argparse.Namespace, console: Console) -> int:
+    from fsas_bench.runner import regress as rg
+    from fsas_bench.runner.results import RESULT_COLUMNS
+
+    selection = rg.Selection(
+        methods=_names(args.methods), datasets=_names(args.datasets), categories=_names(args.categories),
+        shots=_int_list(args.shots, "shots", 0) if args.shots else (),
+        seeds=_int_list(args.seeds, "seeds", 0) if args.seeds else (),
+    )  # fmt: skip
+    if args.atol is not None and not 0 <= args.atol < float("inf"):
+        raise UserError(f"--atol {args.atol} is invalid: use a non-negative number such as 1e-6")
+    sidecar = rg.sidecar_path(args.against)
+    first_time = args.update and not sidecar.exists()
+    config = rg.SnapshotConfig() if first_time else rg.SnapshotConfig.load(sidecar)
+    if args.update:
+        if selection != rg.Selection():
+            raise UserError(
+                "--update rewrites the whole snapshot: drop --methods/--datasets/--categories/--shots/--seeds"
+            )
+        results_csv = args.results or _rerun(config, selection, args.device, console)
+        results = rg.read_tidy(results_csv, "results", RESULT_COLUMNS)
+        rg.check_matches(config.sweep, results)
+        rg.write_snapshot(args.against, config, results)
+        console.print(f"wrote {args.against} ({len(results)} rows) and {sidecar}")
+        return 0
+    snapshot = rg.read_tidy(args.against, "snapshot", rg.KEY + ("value",) + rg.PROTOCOL)
+    selection.check_within(snapshot)
+    results_csv = args.results or _rerun(config, selection, args.device, console)
+    current = selection.apply(rg.read_tidy(results_csv, "results", rg.KEY + ("value", "device") + rg.PROTOCOL))
+    comparison = rg.compare(selection.apply(snapshot), current, rg.tolerances_for(config, current, args.atol))
+    rg.render(comparison, console)
+    return 0 if comparison.holds else 1
+
+
 def _report(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.runner.leaderboard import write_leaderboards
 
@@ -169,7 +236,7 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
 def _list(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.backbones import list_backbones
-    from fsas_bench.backbones.registry import shipped_arches
+    from fsas_bench.backbones.registry import shipped_arches, shipped_tags
     from fsas_bench.data.registry import catalog
     from fsas_bench.methods import get_method, list_methods
 
@@ -187,7 +254,8 @@ def _list(args: argparse.Namespace, console: Console) -> None:
     console.print(methods, datasets)
     shipped = sorted(shipped_arches())
     others = [a for a in list_backbones() if a not in shipped]
-    console.print(f"backbones: shipped {', '.join(shipped)} (random weights allowed); open_clip: {', '.join(others)}")
+    described = [f"{arch} (weights: {', '.join([*shipped_tags(arch), 'none = random'])})" for arch in shipped]
+    console.print(f"backbones: shipped {', '.join(described)}; open_clip: {', '.join(others)}")
 
 
 def _pretrain_tiny_clip(args: argparse.Namespace, console: Console) -> None:
@@ -203,14 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         args = build_parser().parse_args(argv)
-        {"run": _run, "report": _report, "list": _list, "pretrain-tiny-clip": _pretrain_tiny_clip}[args.command](args, console)
+        handlers = {"run": _run, "regress": _regress, "report": _report, "list": _list,
+                    "pretrain-tiny-clip": _pretrain_tiny_clip}  # fmt: skip
+        status = handlers[args.command](args, console)
     except UserError as err:
         print(f"fsas-bench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fsas-bench: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Leaderboards from the tidy results: dataset value = mean over categories, cell = mean ± std over seeds.
 
 ``leaderboard.csv`` holds the aggregates; ``leaderboard.md`` shows, per dataset, one row per
-method × shot with the seven metrics (×100, one decimal, best per column and shot in bold), then
-per-category tables and a footnote with the protocol and provenance.
+method × shot with the seven metrics (×100, one decimal, best per column and shot in bold), a "paper"
+comparison with published numbers of the same protocol (only when one matches, ``runner/published.py``),
+then per-category tables and a footnote with the protocol and provenance.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_published
 from fsas_bench.runner.results import atomic_write_text
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
@@ -44,25 +46,34 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_leaderboards(out: Path) -> tuple[Path, Path]:
-    """Regenerate ``<out>/leaderboard.md`` and ``<out>/leaderboard.csv`` from ``<out>/results.csv``."""
+def write_leaderboards(out: Path, published_dir: Path | None = PUBLISHED_DIR) -> tuple[Path, Path]:
+    """Regenerate ``<out>/leaderboard.md`` and ``<out>/leaderboard.csv`` from ``<out>/results.csv``.
+
+    ``published_dir``: folder of published CSVs for the paper comparison (default: the checkout's
+    ``baselines/published``; none when it does not exist, e.g. in an installed wheel).
+    """
     results = load_results(out / "results.csv")
     timings_path = out / "timings.csv"
     timings = pd.read_csv(timings_path, dtype={"job_id": str}) if timings_path.is_file() else None
     table = aggregate(results)
+    published = load_published(published_dir) if published_dir is not None and published_dir.is_dir() else None
     md_path, csv_path = out / "leaderboard.md", out / "leaderboard.csv"
     atomic_write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(md_path, render_markdown(results, table, timings))
+    atomic_write_text(md_path, render_markdown(results, table, timings, published))
     return md_path, csv_path
 
 
-def render_markdown(results: pd.DataFrame, table: pd.DataFrame, timings: pd.DataFrame | None) -> str:
-    """The Markdown leaderboard document."""
+def render_markdown(
+    results: pd.DataFrame, table: pd.DataFrame, timings: pd.DataFrame | None, published: pd.DataFrame | None = None
+) -> str:
+    """The Markdown leaderboard document (with a paper comparison where ``published`` has a matching row)."""
     lines = ["# fsas-bench leaderboard", ""]
     speed = _ms_per_image(results, timings)
+    matches = match_published(table, published) if published is not None else table.iloc[:0]
     for dataset, rows in table.groupby("dataset", sort=True):
         has_pixels = rows["metric"].isin(PIXEL_METRICS).any()
         lines += [f"## {dataset}", "", *_main_table(rows, speed, has_pixels), ""]
+        lines += _paper_table(matches[matches["dataset"] == dataset])
         lines += _category_tables(results[results["dataset"] == dataset], has_pixels)
         lines += _footnote(results[results["dataset"] == dataset]) + [""]
     return "\n".join(lines)
@@ -102,6 +113,30 @@ def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool) -> list[str]:
             ms = speed.get((rows["dataset"].iloc[0], method, mode, shot))
             out.append(f"| {label} ({shot}-shot) | " + " | ".join(values) + f" | {'' if ms is None else f'{ms:.1f}'} |")
     return out
+
+
+def _paper_table(matches: pd.DataFrame) -> list[str]:
+    """Ours vs published numbers of the same protocol; nothing when no published row matches."""
+    if matches.empty:
+        return []
+    out = [
+        "### Published numbers (paper comparison)",
+        "",
+        "Only runs whose method, dataset, shot, metric, backbone and weights match a published row. Paper values "
+        "are as printed (%), never bolded against measured rows; Δ = ours − paper in points. Shot draws, "
+        "resolution, model selection and metric implementations may still differ (see each source).",
+        "",
+        "| Method (k-shot) | metric | ours | paper | Δ | source | protocol | evidence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = matches.assign(order=matches["metric"].map(METRICS.index))
+    for r in rows.sort_values(["shot", "method", "mode", "order", "paper"]).itertuples():
+        label = r.method if r.mode == "benchmark" else f"{r.method} [{r.mode}]"
+        source = ", ".join(filter(None, [r.paper, f"arXiv {r.arxiv}" if r.arxiv else "", r.table]))
+        protocol = f"{r.resolution}{' px' if r.resolution.isdigit() else ''}; {r.shot_draw}"
+        out.append(f"| {label} ({r.shot}-shot) | {r.metric} | {_fmt(r.mean, r.std)} | {r.paper_value:g} | "
+                   f"{r.delta:+.1f} | {source} | {protocol} | {r.evidence} |")  # fmt: skip
+    return [*out, ""]
 
 
 def _category_tables(results: pd.DataFrame, has_pixels: bool) -> list[str]:

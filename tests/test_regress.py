@@ -1,0 +1,204 @@
+"""``fsas-bench regress``: value drift, missing/extra rows and protocol changes fail; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fsas_bench.cli import main
+from fsas_bench.runner import regress
+from fsas_bench.runner.regress import (
+    KEY, PROTOCOL, Selection, SnapshotConfig, SnapshotSweep, compare, sidecar_path, sweep_spec,
+)  # fmt: skip
+
+SLICE = {"methods": ["patchknn"], "categories": ["hex_nut"], "shots": [1], "seeds": [0]}
+KEY_TEXT = "patchknn synthetic/hex_nut k=1 seed=0 P-AUROC"
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results.csv of the cheapest real sweep: patchknn on one category, 1-shot, seed 0."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    assert main(["run", "--methods", "patchknn", "--categories", "hex_nut", "--shots", "1", "--seeds", "0",
+                 "--out", str(out)]) == 0  # fmt: skip
+    return out / "results.csv"
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path, tiny_results: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A snapshot of ``tiny_results`` made by ``regress --update --results`` from a hand-written sidecar."""
+    monkeypatch.setenv("COLUMNS", "200")  # keep rich tables unwrapped in captured output
+    path = tmp_path / "snap" / "tiny.csv"
+    path.parent.mkdir()
+    sidecar_path(path).write_text(json.dumps({"sweep": SLICE}))
+    assert main(["regress", "--against", str(path), "--results", str(tiny_results), "--update"]) == 0
+    return path
+
+
+def _edit(path: Path, dest: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Path:
+    """Write ``edit(frame)`` of a tidy CSV to ``dest`` (text columns, untouched values kept verbatim)."""
+    edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(dest, index=False, lineterminator="\n")
+    return dest
+
+
+def _bump(delta: float, metric: str = "P-AUROC") -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        row = frame.index[frame["metric"] == metric][0]
+        frame.loc[row, "value"] = repr(float(frame.loc[row, "value"]) + delta)
+        return frame
+
+    return edit
+
+
+def _without(metric: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame[frame["metric"] != metric]
+
+
+def _with(**columns: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame.assign(**columns)
+
+
+def _regress(snapshot: Path, results: Path, *extra: str) -> int:
+    return main(["regress", "--against", str(snapshot), "--results", str(results), *extra])
+
+
+def test_update_writes_snapshot_without_volatile_columns_and_a_sidecar(snapshot, tiny_results):
+    frame = pd.read_csv(snapshot, dtype=str, keep_default_na=False)
+    results = pd.read_csv(tiny_results, dtype=str, keep_default_na=False)
+    assert not {"run_id", "job_id", "git_sha", "device", "torch"} & set(frame.columns)
+    assert list(frame["value"]) == list(results["value"])  # full precision, verbatim
+    sidecar = json.loads(sidecar_path(snapshot).read_text())
+    assert sidecar["sweep"]["methods"] == ["patchknn"] and sidecar["tolerances"]["cpu"]["*"] == 1e-6
+    assert sidecar["produced"]["rows"] == 7 and sidecar["produced"]["device"] == "cpu"
+    assert SnapshotConfig.load(sidecar_path(snapshot)).sweep.shots == (1,)
+
+
+def test_identical_results_hold(snapshot, tiny_results, capsys):
+    assert _regress(snapshot, tiny_results) == 0
+    assert "regression holds (7 values compared" in capsys.readouterr().out
+
+
+def test_one_value_perturbed_beyond_tolerance_fails_and_names_the_key(snapshot, tiny_results, tmp_path, capsys):
+    _edit(snapshot, snapshot, _bump(1e-5))
+    assert _regress(snapshot, tiny_results) == 1
+    out = capsys.readouterr().out
+    assert "moved beyond tolerance" in out and KEY_TEXT in out and "1 moved" in out and "-1e-05" in out
+    assert _regress(snapshot, tiny_results, "--atol", "1e-4") == 0  # a looser global tolerance absorbs it
+    config = json.loads(sidecar_path(snapshot).read_text())
+    config["tolerances"]["cpu"]["P-AUROC"] = 2e-5  # ... and so does a per-metric one in the sidecar
+    sidecar_path(snapshot).write_text(json.dumps(config))
+    assert _regress(snapshot, tiny_results) == 0
+
+
+def test_perturbation_within_tolerance_holds(snapshot, tiny_results):
+    _edit(snapshot, snapshot, _bump(5e-7))
+    assert _regress(snapshot, tiny_results) == 0
+
+
+def test_nan_equals_nan_but_not_a_number():
+    row = {**dict.fromkeys(PROTOCOL, "x"), **dict(zip(KEY, ("m", "d", "c", "1", "0", "AUPRO"), strict=True))}
+    snap = pd.DataFrame([{**row, "value": math.nan}])
+    assert compare(snap, snap.copy(), {"AUPRO": 0.0}).holds
+    moved = compare(snap, snap.assign(value=0.5), {"AUPRO": 1.0}).moved
+    assert len(moved) == 1 and math.isnan(moved["snapshot"].iloc[0]) and moved["now"].iloc[0] == 0.5
+
+
+def test_gpu_results_use_the_looser_cuda_tolerance(snapshot, tiny_results, tmp_path):
+    def on_gpu(delta: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+        return lambda frame: _bump(delta)(frame).assign(device="NVIDIA H100 80GB HBM3")
+
+    assert _regress(snapshot, _edit(tiny_results, tmp_path / "a.csv", on_gpu(1e-3))) == 0
+    assert _regress(snapshot, _edit(tiny_results, tmp_path / "b.csv", on_gpu(1e-2))) == 1
+
+
+def test_missing_and_extra_rows_fail(snapshot, tiny_results, tmp_path, capsys):
+    assert _regress(snapshot, _edit(tiny_results, tmp_path / "fewer.csv", _without("AUPRO"))) == 1
+    out = capsys.readouterr().out
+    assert "missing (in the snapshot, not in the run)" in out and "1 missing" in out
+    _edit(snapshot, snapshot, _without("I-AP"))
+    assert _regress(snapshot, tiny_results) == 1
+    out = capsys.readouterr().out
+    assert "extra (in the run, not in the snapshot)" in out and "patchknn synthetic/hex_nut k=1 seed=0 I-AP" in out
+
+
+def test_protocol_changes_fail(snapshot, tiny_results, tmp_path, capsys):
+    assert _regress(snapshot, _edit(tiny_results, tmp_path / "r.csv", _with(pretrained="laion400m_e32"))) == 1
+    out = capsys.readouterr().out
+    assert "protocol changed" in out and "laion400m_e32" in out and "7 protocol changes" in out
+
+
+def test_selection_restricts_both_sides(snapshot, tiny_results, tmp_path):
+    def add_seed(delta: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+        def edit(frame: pd.DataFrame) -> pd.DataFrame:
+            more = frame.assign(seed="1", value=[repr(float(v) + delta) for v in frame["value"]])
+            return pd.concat([frame, more], ignore_index=True)
+
+        return edit
+
+    _edit(snapshot, snapshot, add_seed(0.0))
+    drifted = _edit(tiny_results, tmp_path / "r.csv", add_seed(0.1))  # seed 1 drifted
+    assert _regress(snapshot, drifted) == 1
+    assert _regress(snapshot, drifted, "--seeds", "0") == 0
+    assert _regress(snapshot, drifted, "--seeds", "1", "--methods", "patchknn") == 1
+
+
+def test_rerun_of_the_recorded_sweep_matches_and_resumes(snapshot, capsys):
+    assert main(["regress", "--against", str(snapshot)]) == 0
+    first = capsys.readouterr().out
+    assert "1 cells" in first and "regression holds" in first
+    assert main(["regress", "--against", str(snapshot)]) == 0  # resumed from the cache directory
+
+
+def test_rerun_directory_is_keyed_by_sweep_device_and_code(monkeypatch):
+    config = SnapshotConfig(SnapshotSweep(methods=("patchknn",)))
+    spec = sweep_spec(config, Selection(shots=(1,), categories=("tile",)), "cpu")
+    assert spec.shots == (1,) and spec.categories == ("tile",) and spec.methods == ("patchknn",) and spec.resume
+    assert spec.out == sweep_spec(config, Selection(), "cpu").out  # slices resume into the full sweep's directory
+    assert spec.out != sweep_spec(config, Selection(), "cuda").out
+    assert spec.out != sweep_spec(SnapshotConfig(SnapshotSweep(methods=("winclip",))), Selection(), "cpu").out
+    monkeypatch.setattr(regress, "source_digest", lambda: "edited sources")
+    assert spec.out != sweep_spec(config, Selection(), "cpu").out
+
+
+@pytest.mark.parametrize(
+    ("break_it", "extra", "needle"),
+    [
+        (lambda s, r: s.unlink(), (), "not found: create it with --update"),
+        (lambda s, r: s.write_bytes(b'a,"b\n1,2\n'), (), "is not a readable CSV"),
+        (lambda s, r: _edit(r, r, lambda f: f.drop(columns=["value", "status"])), (), "lacks column(s) value, status"),
+        (lambda s, r: _edit(s, s, _with(value="abc")), (), "value 'abc' is not a number"),
+        (lambda s, r: _edit(s, s, _with(metric="I-AUROC")), (), "has two rows for"),
+        (lambda s, r: sidecar_path(s).write_text("{nope"), (), "is not valid JSON"),
+        (lambda s, r: sidecar_path(s).unlink(), (), "sidecar"),
+        (lambda s, r: sidecar_path(s).write_text(json.dumps({"tolerances": {"cpu": {"*": 1e-6, "AUROC": 1},
+                                                                            "cuda": {"*": 1}}})), (),
+         "unknown metric 'AUROC'"),
+        (lambda s, r: sidecar_path(s).write_text(json.dumps({"sweep": {"shots": "1"}})), (), "sweep.shots"),
+        (lambda s, r: sidecar_path(s).write_text(json.dumps({"sweep": {"epochs": 1}})), (), "unknown sweep key"),
+        (lambda s, r: None, ("--categories", "tile"), "category 'tile' is not in the snapshot"),
+        (lambda s, r: None, ("--update", "--seeds", "0"), "--update rewrites the whole snapshot"),
+        (lambda s, r: None, ("--atol", "-1"), "--atol -1.0 is invalid"),
+        (lambda s, r: None, ("--atol", "x"), "invalid float value"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_exit_2(snapshot, tiny_results, tmp_path, capsys, break_it, extra, needle):
+    results = Path(shutil.copy(tiny_results, tmp_path / "results.csv"))
+    break_it(snapshot, results)
+    assert _regress(snapshot, results, *extra) == 2
+    captured = capsys.readouterr()
+    assert needle in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("fsas-bench: error: ") and ": " in captured.err.split("error: ", 1)[1]
+
+
+def test_update_refuses_results_of_another_sweep(snapshot, tiny_results, capsys):
+    config = json.loads(sidecar_path(snapshot).read_text())
+    config["sweep"]["shots"] = [1, 2]
+    sidecar_path(snapshot).write_text(json.dumps(config))
+    assert _regress(snapshot, tiny_results, "--update") == 2
+    assert "results have shot 1 but the sidecar's sweep records 1, 2" in capsys.readouterr().err
