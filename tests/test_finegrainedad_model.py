@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from fsas_bench.data.synthetic import CATEGORIES
-from fsas_bench.methods.dictas.prompts import ABNORMAL_STATES
 from fsas_bench.methods.finegrainedad.captions import (
     CaptionSchemaError, load_caption_file, template_record, validate_record, vocabularies,
 )  # fmt: skip
@@ -170,7 +169,9 @@ def test_promptad_mode_builds_the_promptad_prompt_sets():
     records = load_caption_file("mvtec")
     (family,) = build_families(records["metal_nut"], vocabularies(records), "none", seed=0)
     assert family.normal == ("metal nut",) and family.learned == ("metal nut",) * 4 and not family.attributes
-    expected = [s.format("metal nut") for s in ABNORMAL_STATES] + [
+    expected = [
+        "damaged metal nut", "flawed metal nut", "abnormal metal nut", "imperfect metal nut", "blemished metal nut",
+        "metal nut with flaw", "metal nut with defect", "metal nut with damage",
         "metal nut with a bent tab", "metal nut with a colour stain", "metal nut with a flipped side",
         "metal nut with a scratch",
     ]  # fmt: skip

@@ -10,12 +10,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from fsas_bench.methods.dictas.prompts import ABNORMAL_STATES
 from fsas_bench.methods.finegrainedad.captions import CaptionRecord, Vocabularies
 
 MFSC_LEVELS = ("none", "image", "image+entity", "full")
 PLACEHOLDER = "X"
 ATTRIBUTES = ("relation", "color", "texture", "shape")
+PROMPTAD_ANOMALY_STATES = (
+    "damaged {}", "flawed {}", "abnormal {}", "imperfect {}", "blemished {}",
+    "{} with flaw", "{} with defect", "{} with damage",
+)  # fmt: skip
+"""The generic anomalous states of PromptAD's handle prompts (eight, as released), before the category's own."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ class Family:
 
 def promptad_family(class_name: str, defect_states: tuple[str, ...], n_pro: int, n_pro_ab: int) -> Family:
     """PromptAD's sets: "ctx <name>.", "ctx <state>." for the generic and the category's defect states, and
-    "ctx actx <name>." (spec §11). The generic states are WinCLIP's published anomalous states."""
-    states = [s.format(class_name) for s in ABNORMAL_STATES] + [f"{class_name} {d}" for d in defect_states]
+    "ctx actx <name>." (spec §11)."""
+    states = [s.format(class_name) for s in PROMPTAD_ANOMALY_STATES] + [f"{class_name} {d}" for d in defect_states]
     return Family(
         name="image",
         normal=(class_name,) * n_pro,
