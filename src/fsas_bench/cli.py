@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -269,6 +270,8 @@ def _pretrain_tiny_clip(args: argparse.Namespace, console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsas-bench`` console script; returns the exit status."""
     console = Console()
+    # Lightning 2.6 on torch 2.14 warns on every Trainer about a deprecated pytree check: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     try:
         args = build_parser().parse_args(argv)
         handlers = {"run": _run, "regress": _regress, "report": _report, "list": _list,
