@@ -127,6 +127,13 @@ class FewShotMethod(L.LightningModule, ABC):
         self.train_seed: int | None = None
         """``per_category`` only: the seed of the fit done in :meth:`set_support` (recorded in result rows)."""
 
+    def require_choice(self, field: str, choices: Sequence[str]) -> None:
+        """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""
+        value = getattr(self.config, field)
+        if value not in choices:
+            options = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+            raise UserError(f"{self.name} {field} '{value}' is unknown: use {options}")
+
     def features(self, batch: dict[str, Any], names: Sequence[str], prefetch: bool = True) -> list[BackboneFeatures]:
         """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch
         (``path`` and ``sha`` lists); images are decoded only when their features are not cached.

@@ -44,10 +44,8 @@ class FineGrainedAD(FewShotMethod):
 
     def __init__(self, config: FineGrainedADConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        if config.mfsc_levels not in MFSC_LEVELS:
-            raise UserError(f"{self.name} mfsc_levels '{config.mfsc_levels}' is unknown: use {', '.join(MFSC_LEVELS)}")
-        if config.qformer not in QFORMER_CHOICES:
-            raise UserError(f"{self.name} qformer '{config.qformer}' is unknown: use {' or '.join(QFORMER_CHOICES)}")
+        self.require_choice("mfsc_levels", MFSC_LEVELS)
+        self.require_choice("qformer", QFORMER_CHOICES)
         backbone = cache.backbone
         self.blocks = config.blocks or _proportional_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]

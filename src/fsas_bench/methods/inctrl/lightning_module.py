@@ -78,10 +78,8 @@ class InCTRL(FewShotMethod):
 
     def __init__(self, config: InCTRLConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        if config.loss not in LOSSES:
-            raise UserError(f"inctrl loss '{config.loss}' is unknown: use {' or '.join(LOSSES)}")
-        if config.pixel_map not in PIXEL_MAPS:
-            raise UserError(f"inctrl pixel_map '{config.pixel_map}' is unknown: use {' or '.join(PIXEL_MAPS)}")
+        self.require_choice("loss", LOSSES)
+        self.require_choice("pixel_map", PIXEL_MAPS)
         backbone = cache.backbone
         self.blocks = config.blocks or default_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding"]

@@ -41,8 +41,7 @@ class PatchKNN(FewShotMethod):
 
     def __init__(self, config: PatchKNNConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        if config.image_score not in ("map_max", "grid_max"):
-            raise UserError(f"patchknn image_score '{config.image_score}' is unknown: use map_max or grid_max")
+        self.require_choice("image_score", ("map_max", "grid_max"))
         blocks = config.blocks or _proportional_blocks(cache.backbone.depth)
         self.model = PatchKNNModel(tuple(blocks), config.output_size, config.sigma, config.image_score)
         self.feature_names = [f"block{b}" for b in self.model.blocks]

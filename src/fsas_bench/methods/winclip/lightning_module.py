@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from fsas_bench.backbones import FeatureCache
-from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
 from fsas_bench.methods.registry import register_method
 from fsas_bench.methods.winclip.prompts import TEMPLATES, prompt_ensemble
@@ -54,10 +53,8 @@ class WinCLIP(FewShotMethod):
 
     def __init__(self, config: WinCLIPConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        if config.templates not in TEMPLATES:
-            raise UserError(f"winclip templates '{config.templates}' are unknown: use {' or '.join(TEMPLATES)}")
-        if config.text_aggregation not in TEXT_AGGREGATIONS:
-            raise UserError(f"winclip text_aggregation '{config.text_aggregation}' is unknown: use mean_raw or mean_normalised")
+        self.require_choice("templates", tuple(TEMPLATES))
+        self.require_choice("text_aggregation", TEXT_AGGREGATIONS)
         backbone = cache.backbone
         self.model = WinCLIPModel(
             backbone.grid, config.scales, config.output_size or backbone.image_size,
