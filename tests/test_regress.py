@@ -88,7 +88,8 @@ def test_one_value_perturbed_beyond_tolerance_fails_and_names_the_key(snapshot, 
     _edit(snapshot, snapshot, _bump(1e-5))
     assert _regress(snapshot, tiny_results) == 1
     out = capsys.readouterr().out
-    assert "moved beyond tolerance" in out and KEY_TEXT in out and "1 moved" in out and "-1e-05" in out
+    assert "moved beyond the exact tolerance" in out and KEY_TEXT in out and "-1e-05" in out
+    assert "1 moved beyond their band" in out and "code change" in out
     assert _regress(snapshot, tiny_results, "--atol", "1e-4") == 0  # a looser global tolerance absorbs it
     config = json.loads(sidecar_path(snapshot).read_text())
     config["tolerances"]["cpu"]["P-AUROC"] = 2e-5  # ... and so does a per-metric one in the sidecar
@@ -104,8 +105,8 @@ def test_perturbation_within_tolerance_holds(snapshot, tiny_results):
 def test_nan_equals_nan_but_not_a_number():
     row = {**dict.fromkeys(PROTOCOL, "x"), **dict(zip(KEY, ("m", "d", "c", "1", "0", "AUPRO"), strict=True))}
     snap = pd.DataFrame([{**row, "value": math.nan}])
-    assert compare(snap, snap.copy(), {"AUPRO": 0.0}).holds
-    moved = compare(snap, snap.assign(value=0.5), {"AUPRO": 1.0}).moved
+    assert compare(snap, snap.copy(), {("m", "AUPRO"): (0.0, 0.0)}).holds
+    moved = compare(snap, snap.assign(value=0.5), {("m", "AUPRO"): (1.0, 1.0)}).moved
     assert len(moved) == 1 and math.isnan(moved["snapshot"].iloc[0]) and moved["now"].iloc[0] == 0.5
 
 
@@ -157,13 +158,16 @@ def test_rerun_of_the_recorded_sweep_matches_and_resumes(snapshot, capsys):
 
 def test_rerun_directory_is_keyed_by_sweep_device_and_code(monkeypatch):
     config = SnapshotConfig(SnapshotSweep(methods=("patchknn",)))
-    spec = sweep_spec(config, Selection(shots=(1,), categories=("tile",)), "cpu")
+    spec = sweep_spec(config, Selection(shots=(1,), categories=("tile",)), "cpu", None)
     assert spec.shots == (1,) and spec.categories == ("tile",) and spec.methods == ("patchknn",) and spec.resume
-    assert spec.out == sweep_spec(config, Selection(), "cpu").out  # slices resume into the full sweep's directory
-    assert spec.out != sweep_spec(config, Selection(), "cuda").out
-    assert spec.out != sweep_spec(SnapshotConfig(SnapshotSweep(methods=("winclip",))), Selection(), "cpu").out
+    assert spec.out == sweep_spec(config, Selection(), "cpu", None).out  # slices resume into the full sweep's directory
+    assert spec.out != sweep_spec(config, Selection(), "cuda", None).out
+    assert spec.out != sweep_spec(SnapshotConfig(SnapshotSweep(methods=("winclip",))), Selection(), "cpu", None).out
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # an emulated CPU kernel never reuses native cells
+    assert spec.out != sweep_spec(config, Selection(), "cpu", None).out
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     monkeypatch.setattr(regress, "source_digest", lambda: "edited sources")
-    assert spec.out != sweep_spec(config, Selection(), "cpu").out
+    assert spec.out != sweep_spec(config, Selection(), "cpu", None).out
 
 
 @pytest.mark.parametrize(
@@ -202,3 +206,105 @@ def test_update_refuses_results_of_another_sweep(snapshot, tiny_results, capsys)
     sidecar_path(snapshot).write_text(json.dumps(config))
     assert _regress(snapshot, tiny_results, "--update") == 2
     assert "results have shot 1 but the sidecar's sweep records 1, 2" in capsys.readouterr().err
+
+
+def _set_band(snapshot: Path, method: str, metric: str, band: float) -> None:
+    config = json.loads(sidecar_path(snapshot).read_text())
+    config["environment"] = {"bands": {method: {metric: band}}}
+    sidecar_path(snapshot).write_text(json.dumps(config))
+
+
+def test_a_move_inside_the_environment_band_is_reported_but_holds(snapshot, tiny_results, capsys):
+    _edit(snapshot, snapshot, _bump(1e-5))
+    _set_band(snapshot, "patchknn", "P-AUROC", 2e-5)
+    assert _regress(snapshot, tiny_results) == 0
+    out = capsys.readouterr().out
+    assert KEY_TEXT in out and "environment (within band)" in out and "1 within the environment band" in out
+    _set_band(snapshot, "patchknn", "P-AUROC", 5e-6)  # the band is per method and metric: narrower fails
+    assert _regress(snapshot, tiny_results) == 1
+    assert "beyond band: code change" in capsys.readouterr().out
+    _set_band(snapshot, "winclip", "P-AUROC", 1.0)  # another method's band never applies
+    assert _regress(snapshot, tiny_results) == 1
+
+
+def test_environment_band_must_be_numbers(snapshot, tiny_results, capsys):
+    _set_band(snapshot, "patchknn", "P-AUROC", -1.0)
+    assert _regress(snapshot, tiny_results) == 2
+    assert "'environment.bands' must map method" in capsys.readouterr().err
+
+
+def test_training_check_band_follows_the_seed_spread():
+    rows = [
+        {"method": "m", "dataset": "d", "shot": "1", "metric": "I-AUROC", "fit_scope": "auxiliary", "seed": str(s),
+         "category": c, "value": v}
+        for s, values in enumerate([(0.6, 0.8), (0.7, 0.9), (0.5, 0.7)]) for c, v in zip("ab", values, strict=True)
+    ]  # fmt: skip
+    snap = pd.DataFrame(rows)  # seed means 0.7, 0.8, 0.6: std 0.1, band 3 · 0.1 · sqrt(2/3) = 0.245
+    assert regress.training_check(snap, snap.assign(value=snap["value"] + 0.24)).empty
+    failed = regress.training_check(snap, snap.assign(value=snap["value"] + 0.25))
+    assert len(failed) == 1 and failed["band"].iloc[0] == pytest.approx(0.3 * math.sqrt(2 / 3))
+    flat = snap.assign(value=0.5)  # no spread: the band is the one-point floor
+    assert regress.training_check(flat, flat.assign(value=0.509)).empty
+    assert len(regress.training_check(flat, flat.assign(value=0.52))) == 1
+    assert regress.training_check(flat.assign(fit_scope="none"), flat.assign(value=0.9, fit_scope="none")).empty
+
+
+def test_relative_loss_decrease():
+    assert regress._relative_decrease([4.0, 3.0, 2.0, 1.0]) == pytest.approx(0.75)
+    assert regress._relative_decrease([1.0]) is None and regress._relative_decrease([-1.0, -2.0]) is None
+
+
+PROMPTAD_SWEEP = {"methods": ["promptad"], "categories": ["hex_nut"], "shots": [1], "seeds": [0],
+                  "overrides": {"promptad": {"epochs": "3"}}}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def promptad_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot (with reference fits) of a 3-epoch promptad run on one category, made by ``--update``."""
+    path = tmp_path_factory.mktemp("promptad-snap") / "tiny.csv"
+    sidecar_path(path).write_text(json.dumps({"sweep": PROMPTAD_SWEEP}))
+    assert main(["regress", "--against", str(path), "--update"]) == 0
+    return path
+
+
+def test_update_exports_pinned_reference_fits_with_their_losses(promptad_snapshot):
+    from fsas_bench.runner.training import ReferenceFits, recorded_losses
+
+    config = SnapshotConfig.load(sidecar_path(promptad_snapshot))
+    assert config.reference_fits == "tiny-fits"
+    fits = ReferenceFits(promptad_snapshot.parent / "tiny-fits")
+    (relative, digest), = fits.pins.items()
+    assert relative.startswith("promptad/synthetic/") and relative.endswith("_hex_nut_k1_seed0.safetensors")
+    frame = pd.read_csv(promptad_snapshot, dtype=str, keep_default_na=False)
+    assert set(frame["checkpoint_sha"]) == {digest}
+    losses = recorded_losses(fits.root / "checkpoints" / relative)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_inference_rerun_evaluates_the_reference_fits_without_training(promptad_snapshot, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    from fsas_bench.methods.finegrainedad.lightning_module import FineGrainedAD
+
+    def no_training(self):
+        raise AssertionError("a reference-fit regression must not train")
+
+    monkeypatch.setattr(FineGrainedAD, "_fit", no_training)
+    assert main(["regress", "--against", str(promptad_snapshot)]) == 0
+    out = capsys.readouterr().out
+    assert "evaluating the reference fits" in out and "regression holds (7 values compared: 0 moved" in out
+
+
+def test_reference_fits_are_pinned(promptad_snapshot, tmp_path, capsys):
+    copy = tmp_path / "snap"
+    shutil.copytree(promptad_snapshot.parent, copy)
+    fit = next((copy / "tiny-fits" / "checkpoints").rglob("*.safetensors"))
+    fit.write_bytes(fit.read_bytes()[:-1] + b"\0")
+    assert main(["regress", "--against", str(copy / "tiny.csv")]) == 2
+    assert "does not match its pinned SHA-256" in capsys.readouterr().err
+
+
+def test_training_regression_retrains_and_checks_statistically(promptad_snapshot, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["regress", "--against", str(promptad_snapshot), "--training"]) == 0
+    out = capsys.readouterr().out
+    assert "training every method" in out and "0 failed training checks" in out and "regression holds" in out

@@ -97,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--results", type=Path, help="results.csv (or its run directory) to compare; default: rerun "
                      "the snapshot's sweep (resuming in the cache directory)")  # fmt: skip
     reg.add_argument("--atol", type=float, help="one absolute tolerance for every metric (overrides the sidecar)")
-    reg.add_argument("--update", action="store_true", help="rewrite snapshot and sidecar from the run (deliberate)")
+    reg.add_argument("--update", action="store_true",
+                     help="rewrite snapshot, sidecar and reference fits from a training run (deliberate)")
+    reg.add_argument("--training", action="store_true",
+                     help="retrain everything and check trained methods statistically (default: evaluate the "
+                          "snapshot's reference fits and compare every value)")  # fmt: skip
     reg.add_argument("--device", default="cpu", help="device of the rerun: cpu (default) or cuda[:N]")
     for name in ("methods", "datasets", "categories", "shots", "seeds"):
         reg.add_argument(f"--{name}", help=f"compare (and rerun) only these {name}, comma-separated")
@@ -181,13 +185,15 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     console.print(f"results: {out / 'results.csv'}\nleaderboards: {md_path}, {csv_path}")
 
 
-def _rerun(config: SnapshotConfig, selection: Selection, device: str, console: Console) -> Path:
-    """Run (resuming) the snapshot's sweep restricted to ``selection``; the path of its results.csv."""
+def _rerun(config: SnapshotConfig, selection: Selection, device: str, fits: Path | None, console: Console) -> Path:
+    """Run (resuming) the snapshot's sweep restricted to ``selection``, evaluating the reference ``fits`` (None:
+    training everything); the path of its results.csv."""
     from fsas_bench.runner.regress import sweep_spec
     from fsas_bench.runner.sweep import Sweep
 
-    sweep = Sweep(sweep_spec(config, selection, device))
-    console.print(f"running the snapshot's sweep ({len(sweep.cells)} cells, resumable) in {sweep.spec.out}")
+    sweep = Sweep(sweep_spec(config, selection, device, fits))
+    what = "training every method" if fits is None else f"evaluating the reference fits in {fits}"
+    console.print(f"running the snapshot's sweep ({len(sweep.cells)} cells, resumable; {what}) in {sweep.spec.out}")
     _run_with_progress(sweep)
     return sweep.spec.out / "results.csv"
 
@@ -207,21 +213,31 @@ def _regress(args: argparse.Namespace, console: Console) -> int:
     first_time = args.update and not sidecar.exists()
     config = rg.SnapshotConfig() if first_time else rg.SnapshotConfig.load(sidecar)
     if args.update:
-        if selection != rg.Selection():
+        if selection != rg.Selection() or args.training:
             raise UserError(
-                "--update rewrites the whole snapshot: drop --methods/--datasets/--categories/--shots/--seeds"
+                "--update rewrites the whole snapshot from a training run: drop --training and "
+                "--methods/--datasets/--categories/--shots/--seeds"
             )
-        results_csv = args.results or _rerun(config, selection, args.device, console)
+        results_csv = args.results or _rerun(config, selection, args.device, None, console)
         results = rg.read_tidy(results_csv, "results", RESULT_COLUMNS)
         rg.check_matches(config.sweep, results)
-        rg.write_snapshot(args.against, config, results)
-        console.print(f"wrote {args.against} ({len(results)} rows) and {sidecar}")
+        run_dir = results_csv if results_csv.is_dir() else results_csv.parent
+        n_fits = rg.write_snapshot(args.against, config, results, run_dir)
+        console.print(f"wrote {args.against} ({len(results)} rows), {sidecar} and {n_fits} reference fits")
         return 0
     snapshot = rg.read_tidy(args.against, "snapshot", rg.KEY + ("value",) + rg.PROTOCOL)
     selection.check_within(snapshot)
-    results_csv = args.results or _rerun(config, selection, args.device, console)
+    fits = rg.fits_dir(args.against, config)
+    if args.training and fits is None:
+        raise UserError(f"--training needs reference fits (their recorded losses): regenerate {args.against} "
+                        "with --update")  # fmt: skip
+    results_csv = args.results or _rerun(config, selection, args.device, None if args.training else fits, console)
     current = selection.apply(rg.read_tidy(results_csv, "results", rg.KEY + ("value", "device") + rg.PROTOCOL))
-    comparison = rg.compare(selection.apply(snapshot), current, rg.tolerances_for(config, current, args.atol))
+    if args.training:
+        run_dir = results_csv if results_csv.is_dir() else results_csv.parent
+        comparison = rg.compare_training(selection.apply(snapshot), current, config, args.atol, fits, run_dir)
+    else:
+        comparison = rg.compare(selection.apply(snapshot), current, rg.bounds_for(config, current, args.atol))
     rg.render(comparison, console)
     return 0 if comparison.holds else 1
 

@@ -126,6 +126,11 @@ class FewShotMethod(L.LightningModule, ABC):
         """Where a ``per_category`` fit may write its logs (rendered prompts, ...); set by the runner."""
         self.train_seed: int | None = None
         """``per_category`` only: the seed of the fit done in :meth:`set_support` (recorded in result rows)."""
+        self.reference_fit: dict[str, Tensor] | None = None
+        """``per_category`` only: a fitted state (:meth:`fitted_state` of an earlier fit) that
+        :meth:`set_support` loads instead of training; set by the runner for reference-fit regressions."""
+        self.loss_history: list[float] = []
+        """Training loss of every optimiser step of the last fit (auxiliary or per-category), in order."""
 
     def require_choice(self, field: str, choices: Sequence[str]) -> None:
         """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""
@@ -144,6 +149,18 @@ class FewShotMethod(L.LightningModule, ABC):
             return preprocess(read_image_rgb(Path(batch["path"][i])))
 
         return self.cache.features(batch["sha"], names, load, prefetch)
+
+    def on_train_start(self) -> None:
+        self.loss_history = []
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.loss_history.append(float(loss.detach()))
+
+    def fitted_state(self) -> dict[str, Tensor]:
+        """``per_category`` only: what :meth:`set_support` trained, as tensors (saved by the runner as the
+        cell's checkpoint; loading it through :attr:`reference_fit` reproduces the fit without training)."""
+        return {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
 
     @abstractmethod
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:

@@ -1,10 +1,20 @@
-"""Regression snapshots: compare a run's tidy results with a committed snapshot, value by value.
+"""Regression snapshots: compare a run's tidy results with a committed snapshot.
 
-A snapshot is ``<name>.csv`` (the tidy results minus the volatile columns) plus a sidecar ``<name>.json``
-holding the sweep that produced it (so ``fsas-bench regress`` can rerun it) and per-metric absolute
-tolerances for CPU runs (bit-reproducible: 1e-6) and CUDA runs (cuDNN/TF32 nondeterminism: 5e-3, i.e. half a
-point). Every (method, dataset, category, shot, seed, metric) value is compared; protocol columns (config
-hash, backbone, weights, manifest, evaluation frame, status, ...) must match exactly.
+A snapshot is ``<name>.csv`` (the tidy results minus the volatile columns), a sidecar ``<name>.json`` (the sweep
+that produced it, tolerances, the measured environment band) and ``<name>-fits/`` (the checkpoints its trained
+methods evaluated, SHA-256 pinned). Two checks:
+
+- **inference** (default): the sweep reruns with every trained part loaded from ``<name>-fits/``, so only
+  inference arithmetic can move a value. Each (method, dataset, category, shot, seed, metric) value must stay
+  within the exact tolerance (same CPU and stack: 1e-6), or else within the *environment band* measured for
+  its method and metric across emulated CPU kernels and thread counts (``benchmarks/regress_tolerance.py``,
+  times a safety factor): such a move is reported as "environment" and does not fail. Beyond the band it is a
+  code change and fails. Protocol columns (config hash, backbone, weights, manifest, frame, status, ...) must
+  match exactly.
+- **training** (``--training``): the sweep retrains everything; a trained method's mean over categories and
+  seeds (per metric and shot) must lie within ``3 · σ_seed · √(2/n_seeds)`` (at least 1 point) of the
+  snapshot's, σ_seed being the snapshot's seed-to-seed standard deviation of the category mean; and every
+  training run's loss must fall, by at least half the relative decrease recorded in the snapshot's fit.
 """
 
 from __future__ import annotations
@@ -12,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -26,11 +38,12 @@ from fsas_bench.backbones.registry import default_pretrained
 from fsas_bench.data.registry import cache_dir
 from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
-from fsas_bench.hashing import sha256_json
+from fsas_bench.hashing import sha256_file, sha256_json
 from fsas_bench.runner.leaderboard import METRICS
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import RESULT_COLUMNS, atomic_write_text
 from fsas_bench.runner.sweep import SweepSpec
+from fsas_bench.runner.training import CHECKPOINTS, FITS_MANIFEST, ReferenceFits, recorded_losses
 
 KEY = ("method", "dataset", "category", "shot", "seed", "metric")
 VOLATILE = ("run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device")
@@ -41,6 +54,10 @@ PROTOCOL = (
     "connectivity", "n_test", "n_anomalous", "status",
 )  # fmt: skip
 DEFAULT_TOLERANCES = {"cpu": {"*": 1e-6}, "cuda": {"*": 5e-3}}
+TRAINING_Z = 3.0
+TRAINING_FLOOR = 0.01  # one point: the least band of the statistical training check
+LOSS_DECREASE_SHARE = 0.5
+EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _SHOWN = 50  # rows per table before "... and N more"
 
 
@@ -102,10 +119,14 @@ class Selection:
 
 @dataclass(frozen=True)
 class SnapshotConfig:
-    """A snapshot's sidecar: the recorded sweep and the tolerances (``{"cpu"|"cuda": {metric|"*": atol}}``)."""
+    """A snapshot's sidecar: the recorded sweep, the exact tolerances (``{"cpu"|"cuda": {metric|"*": atol}}``),
+    the measured CPU environment band (``{"bands": {method: {metric: atol}}, ...}``, see
+    ``benchmarks/regress_tolerance.py``) and the folder of reference fits (relative to the sidecar)."""
 
     sweep: SnapshotSweep = field(default_factory=SnapshotSweep)
     tolerances: dict[str, dict[str, float]] = field(default_factory=lambda: DEFAULT_TOLERANCES)
+    environment: dict[str, Any] = field(default_factory=dict)
+    reference_fits: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> SnapshotConfig:
@@ -116,30 +137,46 @@ class SnapshotConfig:
             raise UserError(
                 f"snapshot sidecar '{path}' not found: restore it, or create snapshot and sidecar with --update"
             ) from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise UserError(f"snapshot sidecar '{path}' is not valid JSON ({err}): fix or regenerate it") from None
         if not isinstance(data, dict) or not isinstance(data.get("sweep", {}), dict):
             raise UserError(f"snapshot sidecar '{path}' must be a JSON object with a 'sweep' object: fix it")
+        fits = data.get("reference_fits")
+        if fits is not None and (not isinstance(fits, str) or Path(fits).name != fits or fits in ("", ".", "..")):
+            raise UserError(f"snapshot sidecar '{path}': reference_fits must name a folder beside the sidecar")
         return cls(_check_sweep(data.get("sweep", {}), path),
-                   _check_tolerances(data.get("tolerances", DEFAULT_TOLERANCES), path))  # fmt: skip
+                   _check_tolerances(data.get("tolerances", DEFAULT_TOLERANCES), path),
+                   _check_environment(data.get("environment", {}), path), fits)  # fmt: skip
 
     def to_json(self, produced: dict[str, Any]) -> str:
-        """Sidecar text: sweep, tolerances and what produced the snapshot."""
+        """Sidecar text: sweep, tolerances, environment band, reference fits and what produced the snapshot."""
         doc = {
             "about": "fsas-bench regression snapshot: the sweep that produced the CSV (rerun by 'fsas-bench "
-                     "regress') and absolute tolerances per metric ('*' = default) for cpu and cuda runs",
+                     "regress'), exact absolute tolerances per metric ('*' = default) for cpu and cuda runs, the "
+                     "CPU environment band per method and metric (benchmarks/regress_tolerance.py) and the folder "
+                     "of the checkpoints the snapshot evaluated",
             "sweep": asdict(self.sweep),
             "tolerances": self.tolerances,
+            "environment": self.environment,
+            "reference_fits": self.reference_fits,
             "produced": produced,
         }  # fmt: skip
         return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
     def tolerance(self, metric: str, cuda: bool, atol: float | None = None) -> float:
-        """The absolute tolerance of ``metric`` (``atol`` overrides every sidecar entry)."""
+        """The exact absolute tolerance of ``metric`` (``atol`` overrides every sidecar entry)."""
         if atol is not None:
             return atol
         table = self.tolerances["cuda" if cuda else "cpu"]
         return float(table.get(metric, table["*"]))
+
+    def band(self, method: str, metric: str, cuda: bool, atol: float | None = None) -> float:
+        """The environment band of ``method``'s ``metric``: how far a value may move on another CPU (never less
+        than the exact tolerance; on CUDA the CUDA tolerance)."""
+        exact = self.tolerance(metric, cuda, atol)
+        if cuda or atol is not None:
+            return exact
+        return max(exact, float(self.environment.get("bands", {}).get(method, {}).get(metric, 0.0)))
 
 
 def _check_sweep(data: dict[str, Any], path: Path) -> SnapshotSweep:
@@ -176,6 +213,22 @@ def _check_tolerances(data: object, path: Path) -> dict[str, dict[str, float]]:
                     "use a non-negative number"
                 )
     return data
+
+
+def _check_environment(data: object, path: Path) -> dict[str, Any]:
+    bands = data.get("bands", {}) if isinstance(data, dict) else None
+    if not isinstance(bands, dict) or not all(
+        isinstance(table, dict) and all(
+            metric in METRICS and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf
+            for metric, v in table.items()
+        )
+        for table in bands.values()
+    ):  # fmt: skip
+        raise UserError(
+            f"snapshot sidecar '{path}': 'environment.bands' must map method → metric → non-negative number: "
+            "regenerate it with benchmarks/regress_tolerance.py --write"
+        )
+    return data  # type: ignore[return-value]
 
 
 def sidecar_path(snapshot: Path) -> Path:
@@ -223,26 +276,38 @@ class Comparison:
     """What differs between a snapshot and a run (each frame is empty when nothing differs)."""
 
     n_compared: int
-    moved: pd.DataFrame  # KEY + snapshot, now, delta, tol
+    moved: pd.DataFrame  # KEY + snapshot, now, delta, tol, band: moves beyond the environment band (code changes)
+    environment: pd.DataFrame  # the same columns: beyond the exact tolerance, within the environment band
     missing: pd.DataFrame  # KEY of snapshot rows the run lacks
     extra: pd.DataFrame  # KEY of run rows the snapshot lacks
     changed: pd.DataFrame  # KEY + column, snapshot, now (protocol columns that differ)
+    training: pd.DataFrame = field(default_factory=pd.DataFrame)  # failed mean checks (``--training``)
+    losses: pd.DataFrame = field(default_factory=pd.DataFrame)  # failed loss-decrease checks (``--training``)
 
     @property
     def holds(self) -> bool:
-        """True when nothing moved, nothing is missing or extra, and the protocol is unchanged."""
-        return self.moved.empty and self.missing.empty and self.extra.empty and self.changed.empty
+        """True when nothing moved beyond its band, nothing is missing or extra, the protocol is unchanged and
+        every statistical training check passed (moves inside the environment band do not count)."""
+        return all(f.empty for f in (self.moved, self.missing, self.extra, self.changed, self.training, self.losses))
 
 
-def compare(snapshot: pd.DataFrame, current: pd.DataFrame, tolerance: dict[str, float]) -> Comparison:
-    """Compare ``value`` per key within ``tolerance[metric]`` (NaN equals NaN) and protocol columns exactly."""
+Bounds = dict[tuple[str, str], tuple[float, float]]
+"""(method, metric) → (exact tolerance, environment band)."""
+
+
+def compare(snapshot: pd.DataFrame, current: pd.DataFrame, bounds: Bounds) -> Comparison:
+    """Compare ``value`` per key (NaN equals NaN) within the exact tolerance, else the environment band of its
+    (method, metric), and protocol columns exactly."""
     snap, now = snapshot.set_index(list(KEY)), current.set_index(list(KEY))
     common = snap.index.intersection(now.index, sort=False)
     before, after = snap.loc[common, "value"], now.loc[common, "value"]
-    tol = pd.Series([tolerance[m] for m in common.get_level_values("metric")], index=common, dtype=float)
+    pairs = zip(common.get_level_values("method"), common.get_level_values("metric"), strict=True)
+    limits = [bounds[pair] for pair in pairs]
+    tol = pd.Series([t for t, _ in limits], index=common, dtype=float)
+    band = pd.Series([b for _, b in limits], index=common, dtype=float)
     delta = after - before
-    holds = (before.isna() & after.isna()) | (delta.abs() <= tol)
-    moved = pd.DataFrame({"snapshot": before, "now": after, "delta": delta, "tol": tol})[~holds].reset_index()
+    both_nan = before.isna() & after.isna()
+    table = pd.DataFrame({"snapshot": before, "now": after, "delta": delta, "tol": tol, "band": band})
     changed = [
         pd.DataFrame({"column": column, "snapshot": snap.loc[common, column], "now": now.loc[common, column]})[
             snap.loc[common, column] != now.loc[common, column]
@@ -251,26 +316,91 @@ def compare(snapshot: pd.DataFrame, current: pd.DataFrame, tolerance: dict[str, 
     ]
     return Comparison(
         n_compared=len(common),
-        moved=moved,
+        moved=table[~(both_nan | (delta.abs() <= band))].reset_index(),
+        environment=table[(delta.abs() > tol) & (delta.abs() <= band)].reset_index(),
         missing=snap.index.difference(now.index, sort=False).to_frame(index=False),
         extra=now.index.difference(snap.index, sort=False).to_frame(index=False),
         changed=pd.concat(changed, ignore_index=True),
     )
 
 
-def tolerances_for(config: SnapshotConfig, current: pd.DataFrame, atol: float | None) -> dict[str, float]:
-    """Per-metric tolerance for a run: the CUDA table when any row ran on a GPU (``device`` not ``cpu``)."""
+def bounds_for(config: SnapshotConfig, current: pd.DataFrame, atol: float | None) -> Bounds:
+    """(exact tolerance, environment band) per (method, metric) of a run: the CUDA table when any row ran on a
+    GPU (``device`` not ``cpu``)."""
     cuda = bool((current["device"] != "cpu").any())
-    return {m: config.tolerance(m, cuda, atol) for m in set(current["metric"])}
+    pairs = set(zip(current["method"], current["metric"], strict=True))
+    return {(m, x): (config.tolerance(x, cuda, atol), config.band(m, x, cuda, atol)) for m, x in pairs}
+
+
+def compare_training(
+    snapshot: pd.DataFrame, current: pd.DataFrame, config: SnapshotConfig, atol: float | None, fits: Path, run_dir: Path
+) -> Comparison:
+    """``--training``: untrained methods value by value (:func:`compare`), trained ones statistically
+    (:func:`training_check`) and by their loss curves against the reference ``fits`` (:func:`loss_check`)."""
+    untrained = snapshot["fit_scope"] == "none"
+    now_untrained = current["fit_scope"] == "none"
+    comparison = compare(snapshot[untrained], current[now_untrained], bounds_for(config, current, atol))
+    comparison.training = training_check(snapshot[~untrained], current[~now_untrained])
+    comparison.losses = loss_check(fits, run_dir)
+    return comparison
+
+
+def training_check(snapshot: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Statistical check of trained methods (``fit_scope`` not ``none``): per (method, dataset, shot, metric)
+    the mean over seeds of the category mean must lie within ``max(3 · σ · √(2/n), 1 point)`` of the
+    snapshot's (σ: the snapshot's seed-to-seed std, n seeds). Returns the failures (empty when all hold)."""
+    group = ["method", "dataset", "shot", "metric"]
+
+    def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
+        trained = frame[frame["fit_scope"] != "none"]
+        return trained.groupby([*group, "seed"])["value"].mean().reset_index()
+
+    before, after = seed_means(snapshot), seed_means(current)
+    stats = before.groupby(group)["value"].agg(["mean", "std", "count"]).join(
+        after.groupby(group)["value"].mean().rename("now"), how="inner"
+    )
+    stats["band"] = np.maximum(TRAINING_Z * stats["std"].fillna(0) * np.sqrt(2 / stats["count"]), TRAINING_FLOOR)
+    stats["delta"] = stats["now"] - stats["mean"]
+    bad = ~(stats["delta"].abs() <= stats["band"]) & ~(stats["now"].isna() & stats["mean"].isna())
+    return stats[bad].reset_index()
+
+
+def loss_check(reference: Path, run_out: Path) -> pd.DataFrame:
+    """Every retrained checkpoint's loss must fall (mean of its last quarter below its first quarter's) by at
+    least half the relative decrease recorded with the same checkpoint in ``reference``. Returns failures."""
+    rows = []
+    for old in sorted((reference / CHECKPOINTS).rglob("*.safetensors")):
+        relative = old.relative_to(reference / CHECKPOINTS)
+        new = run_out / CHECKPOINTS / relative
+        recorded = _relative_decrease(recorded_losses(old))
+        if recorded is None:
+            continue
+        now = _relative_decrease(recorded_losses(new)) if new.is_file() else None
+        if now is None or now <= 0 or now < LOSS_DECREASE_SHARE * recorded:
+            rows.append({"checkpoint": relative.as_posix(), "recorded": recorded, "now": now})
+    return pd.DataFrame(rows)
+
+
+def _relative_decrease(losses: list[float]) -> float | None:
+    """1 − mean(last quarter) / mean(first quarter) of a loss curve (None for fewer than 2 steps)."""
+    if len(losses) < 2:
+        return None
+    quarter = max(len(losses) // 4, 1)
+    first, last = float(np.mean(losses[:quarter])), float(np.mean(losses[-quarter:]))
+    return 1.0 - last / first if first > 0 else None
 
 
 def render(comparison: Comparison, console: Console) -> None:
-    """Rich tables of what moved, what is missing or extra and which protocol columns changed, then a summary."""
-    if not comparison.moved.empty:
-        table = _table("moved beyond tolerance", "key", "snapshot", "now", "delta", "tol")
-        for row in comparison.moved.head(_SHOWN).itertuples(index=False):
-            table.add_row(_key_text(row), _num(row.snapshot), _num(row.now), f"{row.delta:+.3g}", f"{row.tol:.3g}")
-        console.print(table, *_more(comparison.moved))
+    """Rich tables of what moved (each with its verdict: inside the environment band, or beyond it = a code
+    change), what is missing or extra, which protocol columns changed and which training checks failed."""
+    moved = pd.concat([comparison.moved.assign(verdict="beyond band: code change"),
+                       comparison.environment.assign(verdict="environment (within band)")], ignore_index=True)  # fmt: skip
+    if not moved.empty:
+        table = _table("moved beyond the exact tolerance", "key", "snapshot", "now", "delta", "tol", "band", "verdict")
+        for row in moved.head(_SHOWN).itertuples(index=False):
+            table.add_row(_key_text(row), _num(row.snapshot), _num(row.now), f"{row.delta:+.3g}", f"{row.tol:.3g}",
+                          f"{row.band:.3g}", row.verdict)  # fmt: skip
+        console.print(table, *_more(moved))
     for title, frame in (("missing (in the snapshot, not in the run)", comparison.missing),
                          ("extra (in the run, not in the snapshot)", comparison.extra)):  # fmt: skip
         if not frame.empty:
@@ -283,8 +413,17 @@ def render(comparison: Comparison, console: Console) -> None:
         for row in comparison.changed.head(_SHOWN).itertuples(index=False):
             table.add_row(_key_text(row), row.column, row.snapshot, row.now)
         console.print(table, *_more(comparison.changed))
-    counts = (f"{comparison.n_compared} values compared: {len(comparison.moved)} moved, {len(comparison.missing)} "
-              f"missing, {len(comparison.extra)} extra, {len(comparison.changed)} protocol changes")  # fmt: skip
+    for title, frame in (("trained method's mean outside its seed band", comparison.training),
+                         ("training loss no longer falls as recorded", comparison.losses)):  # fmt: skip
+        if not frame.empty:
+            table = _table(title, *map(str, frame.columns))
+            for row in frame.head(_SHOWN).itertuples(index=False):
+                table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+            console.print(table, *_more(frame))
+    counts = (f"{comparison.n_compared} values compared: {len(comparison.moved)} moved beyond their band, "
+              f"{len(comparison.environment)} within the environment band, {len(comparison.missing)} missing, "
+              f"{len(comparison.extra)} extra, {len(comparison.changed)} protocol changes, "
+              f"{len(comparison.training) + len(comparison.losses)} failed training checks")  # fmt: skip
     if comparison.holds:
         console.print(f"regression holds ({counts})")
     else:
@@ -318,8 +457,9 @@ def snapshot_rows(results: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def write_snapshot(snapshot: Path, config: SnapshotConfig, results: pd.DataFrame) -> None:
-    """Rewrite snapshot CSV and sidecar (each atomically) from ``results``."""
+def write_snapshot(snapshot: Path, config: SnapshotConfig, results: pd.DataFrame, run_out: Path) -> int:
+    """Rewrite snapshot CSV, sidecar and reference fits (the checkpoints of the run in ``run_out``), each
+    atomically; the number of reference checkpoints."""
     produced = {
         column: ", ".join(sorted(set(results[column])))
         for column in ("fsas_version", "git_sha", "torch", "open_clip", "device")
@@ -327,8 +467,11 @@ def write_snapshot(snapshot: Path, config: SnapshotConfig, results: pd.DataFrame
     }
     produced["rows"] = len(results)
     produced["methods"] = ", ".join(sorted(set(results["method"])))
+    config = replace(config, reference_fits=f"{snapshot.stem}-fits")
+    n_fits = ReferenceFits.export(run_out, snapshot.parent / config.reference_fits)
     atomic_write_text(snapshot, snapshot_rows(results).to_csv(index=False, lineterminator="\n"))
     atomic_write_text(sidecar_path(snapshot), config.to_json(produced))
+    return n_fits
 
 
 def source_digest() -> str:
@@ -355,11 +498,16 @@ def check_matches(sweep: SnapshotSweep, results: pd.DataFrame) -> None:
             )
 
 
-def sweep_spec(config: SnapshotConfig, selection: Selection, device: str) -> SweepSpec:
-    """The recorded sweep restricted to ``selection``, resuming in a cache directory keyed by the full sweep,
-    the device and the code and package versions (so a code change never reuses stale cells)."""
+def sweep_spec(config: SnapshotConfig, selection: Selection, device: str, fits: Path | None) -> SweepSpec:
+    """The recorded sweep restricted to ``selection``, evaluating the reference ``fits`` (None: training),
+    resuming in a cache directory keyed by the full sweep, the fits, the device, the CPU-kernel environment
+    and the code and package versions (so a change of any of them never reuses stale cells)."""
     sweep = config.sweep
-    identity = {**provenance(device), "device_option": device, "sweep": asdict(sweep), "code": source_digest()}
+    identity = {
+        **provenance(device), "device_option": device, "sweep": asdict(sweep), "code": source_digest(),
+        "fits": None if fits is None else sha256_file(fits / FITS_MANIFEST),
+        "environment": {name: os.environ.get(name) for name in EMULATION_VARIABLES},
+    }  # fmt: skip
     identity.pop("git_sha")  # covered by the source digest, which also sees uncommitted edits
     return SweepSpec(
         out=cache_dir() / "regress" / sha256_json(identity)[:16],
@@ -373,4 +521,10 @@ def sweep_spec(config: SnapshotConfig, selection: Selection, device: str) -> Swe
         device=device,
         frame=EvalFrame.parse(sweep.eval_size, sweep.mask_resize),
         overrides=sweep.overrides,
+        reference_fits=fits,
     )
+
+
+def fits_dir(snapshot: Path, config: SnapshotConfig) -> Path | None:
+    """The snapshot's reference-fits folder (None when the sidecar names none)."""
+    return None if config.reference_fits is None else snapshot.parent / config.reference_fits

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule
@@ -33,7 +34,9 @@ from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, Gro
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
-from fsas_bench.runner.training import TrainJob, ensure_checkpoint, load_checkpoint
+from fsas_bench.runner.training import (
+    CHECKPOINTS, ReferenceFits, TrainJob, ensure_checkpoint, fit_relative_path, load_checkpoint, save_state,
+)  # fmt: skip
 
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
 FPR_LIMIT = 0.3
@@ -60,6 +63,7 @@ class SweepSpec:
     shot_lists: tuple[Path, ...] = ()  # fixed reference lists replacing the seeded draws
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # method → {config field: value text}
     allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
+    reference_fits: Path | None = None  # committed checkpoints evaluated instead of any training (regress)
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Sweep:
             for dataset in self.indexes
         }
         self.auxiliary_indexes = {aux: load_dataset(aux, spec.data_root) for aux in set(self.auxiliary.values())}
+        self.reference = None if spec.reference_fits is None else ReferenceFits(spec.reference_fits)
         self.job_ids = {cell: job_id(cell, **self._identity(cell)) for cell in self.cells}
         self.run_id = sha256_json(sorted(self.job_ids.values()))[:12]  # what is computed, not where or how batched
         self.store = ResultStore(spec.out)
@@ -183,7 +188,7 @@ class Sweep:
             "manifest": self.manifests[(cell.dataset, cell.shot, cell.seed)].sha,
             "frame": self.spec.frame.__dict__,
             "fpr_limit": FPR_LIMIT,
-        }
+        } | ({} if self.reference is None else {"reference_fits": self.reference.pins})
 
     def _run_cell(self, cell: Cell) -> CellReport:
         jid = self.job_ids[cell]
@@ -222,18 +227,29 @@ class Sweep:
             method.artifact_dir = self.spec.out / "artifacts" / cell.method
         if (job := self._train_job(cell)) is not None:
             path, digest, timing["time_train_s"] = ensure_checkpoint(
-                job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset], index
-            )
+                job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset],
+                index, self.reference,
+            )  # fmt: skip
             load_checkpoint(method, path)
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=digest)
         L.seed_everything(numeric_seed(cell.seed), verbose=False)
         before = dataclasses.replace(self.cache.stats)
         if self.spec.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        fit = None
+        if method_cls.fit_scope == "per_category":
+            fit = fit_relative_path(cell.method, config.sha256(), cell.dataset, cell.category, cell.shot, cell.seed)
+            if self.reference is not None:
+                path, digest = self.reference.path(fit)
+                method.reference_fit = load_file(path)
+                base.update(checkpoint_sha=digest)
         start = time.perf_counter()
         method.set_support(list(data.support_dataloader()), cell.category)
         fitted = time.perf_counter()
-        if method_cls.fit_scope == "per_category":
+        if fit is not None:
+            if self.reference is None:
+                digest = save_state(method.fitted_state(), method.loss_history, self.spec.out / CHECKPOINTS / fit)
+                base.update(checkpoint_sha=digest)
             base.update(train_seed=method.train_seed)
         fit_encode_s = self.cache.stats.encode_seconds - before.encode_seconds
         outputs: list[MethodOutput] = _trainer(self.spec.device).predict(method, dataloaders=data.predict_dataloader())

@@ -1,14 +1,22 @@
-"""Auxiliary training jobs: one checkpoint per (method config, auxiliary dataset, train seed[, shot]).
+"""Trained state of a sweep: auxiliary checkpoints and per-category fits, written once and reused.
+
+- Auxiliary training: one checkpoint per (method config, auxiliary dataset, train seed[, shot]); every category,
+  shot and manifest seed of a target dataset evaluates the same weights.
+- Per-category fits (prompts trained on the k shots): one checkpoint per (method config, dataset, category,
+  shot, manifest seed), saved after the fit so that a later run can evaluate it without training.
 
 Checkpoints live under ``<out>/checkpoints/`` as safetensors (byte-identical for identical weights, so
-``checkpoint_sha`` is reproducible) and are written atomically; an existing checkpoint is reused
-(retraining is skipped), so every category, shot and manifest seed of a target dataset evaluates the same
-weights, identified in result rows by ``checkpoint_sha``.
+``checkpoint_sha`` is reproducible), written atomically, with the training losses as metadata. A
+:class:`ReferenceFits` directory (a snapshot's committed checkpoints, SHA-256 pinned in ``fits.json``) can
+replace all training: the evaluation then depends on inference arithmetic only, which is what makes a
+regression snapshot portable across CPUs (training amplifies rounding differences).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,16 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from fsas_bench.data.index import DatasetIndex
+from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import FewShotMethod
+
+CHECKPOINTS = "checkpoints"
+FITS_MANIFEST = "fits.json"
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """What determines a trained checkpoint."""
+    """What determines a trained auxiliary checkpoint."""
 
     method: str
     method_cfg_hash: str
@@ -34,17 +48,112 @@ class TrainJob:
     shot: int | None  # only for methods trained per shot count
     target: str = ""  # only for faithful modes that select on the evaluation dataset (target leakage)
 
-    def path(self, out: Path) -> Path:
-        """``<out>/checkpoints/<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>][_for-<target>].safetensors``."""
+    def relative_path(self) -> Path:
+        """``<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>][_for-<target>].safetensors``."""
         suffix = ("" if self.shot is None else f"_k{self.shot}") + (f"_for-{self.target}" if self.target else "")
-        name = f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors"
-        return out / "checkpoints" / self.method / self.train_dataset / name
+        return Path(self.method, self.train_dataset, f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors")
+
+    def path(self, out: Path) -> Path:
+        """The checkpoint under ``<out>/checkpoints/``."""
+        return out / CHECKPOINTS / self.relative_path()
+
+
+def fit_relative_path(method: str, cfg_hash: str, dataset: str, category: str, shot: int, seed: int | str) -> Path:
+    """``<method>/<dataset>/<cfg hash>_<category>_k<k>_seed<s>.safetensors`` of a per-category fit."""
+    for part in (dataset, category):
+        if not part or part in (".", "..") or any(c in part for c in "/\\\0"):
+            raise UserError(f"name '{part}' cannot be part of a file name: rename the dataset folder or category")
+    return Path(method, dataset, f"{cfg_hash[:16]}_{category}_k{shot}_seed{seed}.safetensors")
+
+
+def save_state(state: dict[str, Tensor], losses: list[float], path: Path) -> str:
+    """Write ``state`` atomically as safetensors with the training ``losses`` as metadata; its SHA-256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, tmp,
+                  metadata={"losses": json.dumps(losses)})  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return sha256_file(path)
+
+
+def recorded_losses(path: Path) -> list[float]:
+    """The training losses stored with a checkpoint (empty when none were recorded)."""
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get("losses", "[]"))
+
+
+class ReferenceFits:
+    """A directory of committed checkpoints (``checkpoints/…`` as a run writes them) pinned by ``fits.json``.
+
+    Args:
+        root: the directory; ``fits.json`` maps each relative checkpoint path to its SHA-256.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            self.pins: dict[str, str] = json.loads((root / FITS_MANIFEST).read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(
+                f"reference fits '{root}' have no readable {FITS_MANIFEST}: restore the directory or regenerate "
+                "the snapshot with 'fsas-bench regress --update'"
+            ) from None
+
+        for key, pinned in self.pins.items():  # all checked up front: a resumed run reads none of them
+            path = root / CHECKPOINTS / key
+            if not path.is_file() or sha256_file(path) != pinned:
+                raise UserError(f"reference fit '{path}' is missing or does not match its pinned SHA-256: "
+                                "restore it from git")  # fmt: skip
+
+    def path(self, relative: Path) -> tuple[Path, str]:
+        """The pinned checkpoint at ``relative`` and its SHA-256 (UserError when the fits lack it)."""
+        key = relative.as_posix()
+        if key not in self.pins:
+            raise UserError(
+                f"reference fits '{self.root}' lack '{key}' (the sweep differs from the snapshot's): regenerate "
+                "the snapshot with 'fsas-bench regress --update'"
+            )
+        return self.root / CHECKPOINTS / relative, self.pins[key]
+
+    @staticmethod
+    def export(run_out: Path, root: Path) -> int:
+        """Replace ``root`` with the checkpoints of the run in ``run_out`` and their pins; the file count."""
+        source = run_out / CHECKPOINTS
+        files = sorted(p for p in source.rglob("*.safetensors")) if source.is_dir() else []
+        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        try:
+            pins = {}
+            for path in files:
+                relative = path.relative_to(source)
+                (staging / CHECKPOINTS / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / CHECKPOINTS / relative)
+                pins[relative.as_posix()] = sha256_file(path)
+            manifest = {"about": "checkpoints a regression snapshot evaluates (fsas-bench regress)", "files": pins}
+            (staging / FITS_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return len(files)
 
 
 def ensure_checkpoint(
-    job: TrainJob, out: Path, make_method: Callable[[], FewShotMethod], auxiliary: DatasetIndex, target: DatasetIndex
+    job: TrainJob,
+    out: Path,
+    make_method: Callable[[], FewShotMethod],
+    auxiliary: DatasetIndex,
+    target: DatasetIndex,
+    reference: ReferenceFits | None = None,
 ) -> tuple[Path, str, float]:
-    """Train (unless the checkpoint exists) and return its path, SHA-256 and the training seconds spent now."""
+    """The checkpoint of ``job`` (from ``reference`` when given, else trained unless it exists): its path,
+    SHA-256 and the training seconds spent now."""
+    if reference is not None:
+        return *reference.path(job.relative_path()), 0.0
     path = job.path(out)
     if path.is_file():
         return path, sha256_file(path), 0.0
@@ -52,15 +161,8 @@ def ensure_checkpoint(
     L.seed_everything(job.seed, verbose=False)
     method = make_method()
     method.fit_auxiliary(auxiliary, target, job.shot or 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().clone() for k, v in method.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path, sha256_file(path), time.perf_counter() - start
+    digest = save_state(method.state_dict(), method.loss_history, path)
+    return path, digest, time.perf_counter() - start
 
 
 def load_checkpoint(method: FewShotMethod, path: Path) -> None:

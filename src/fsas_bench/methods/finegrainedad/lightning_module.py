@@ -53,7 +53,6 @@ class FineGrainedAD(FewShotMethod):
         self.learner: PromptLearner | None = None
         self.qformer: QueryFormer | None = None
         self.train_seed = config.seed
-        self.loss_history: list[float] = []
         self._shot_tokens = torch.empty(0)
         self._regions: Tensor | None = None
 
@@ -85,11 +84,14 @@ class FineGrainedAD(FewShotMethod):
             if len(families) > 1 and config.qformer == "random_frozen":
                 self.qformer = QueryFormer(len(families), model.visual.output_dim).to(device).requires_grad_(False)
             self._shot_tokens = F.normalize(torch.stack([f["vv_tokens"] for f in feats]), dim=-1).to(device)
-            self._regions = None
-            if config.mfsc_levels == "full":
-                self._regions = self.region_maps(batches, torch.Generator().manual_seed(self.train_seed))
             self._log_prompts(category, record, families, len(feats))
-            self._fit()
+            if self.reference_fit is not None:  # the prompts of an earlier fit: no training
+                self.load_state_dict(self.reference_fit)
+            else:
+                self._regions = None
+                if config.mfsc_levels == "full":
+                    self._regions = self.region_maps(batches, torch.Generator().manual_seed(self.train_seed))
+                self._fit()
         memory = [torch.cat([f[f"block{b}"] for f in feats]).to(device) for b in self.blocks]
         self.scorer.set_state(memory, *self.candidates(), self.tau)
 
@@ -133,7 +135,6 @@ class FineGrainedAD(FewShotMethod):
             enable_model_summary=False,
             enable_progress_bar=False,
         )
-        self.loss_history = []
         with warnings.catch_warnings():
             for noise in ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)"):
                 warnings.filterwarnings("ignore", message=f".*{noise}.*")
@@ -141,9 +142,7 @@ class FineGrainedAD(FewShotMethod):
         self.eval()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        losses = self.losses()
-        self.loss_history.append(float(losses["total"].detach()))
-        return losses["total"]
+        return self.losses()["total"]
 
     def losses(self) -> dict[str, Tensor]:
         """The spec §7 loss of the current prompts on the shots, with its parts."""
