@@ -1,15 +1,18 @@
-"""The project's own regression: a slice of the embedded benchmark, rerun now, against the committed snapshot."""
+"""The project's own regression: a slice of the embedded benchmark, rerun now (trained parts from the committed
+reference fits), against the committed snapshot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from fsas_bench.cli import main
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods import list_methods
-from fsas_bench.runner.regress import SNAPSHOT_COLUMNS, SnapshotConfig, sidecar_path
+from fsas_bench.methods import MethodOutput, get_method, list_methods
+from fsas_bench.runner.regress import SNAPSHOT_COLUMNS, SnapshotConfig, fits_dir, sidecar_path
+from fsas_bench.runner.training import ReferenceFits
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "baselines" / "regression" / "embedded.csv"
 SLICE = ["--categories", "hex_nut", "--shots", "1", "--seeds", "0"]  # every method; CI budget
@@ -24,6 +27,10 @@ def test_committed_snapshot_is_the_whole_embedded_benchmark():
     assert set(frame["shot"]) == {"1", "2", "4"} == set(map(str, config.sweep.shots))
     assert set(frame["seed"]) == {"0", "1", "2"} and (frame["status"] == "ok").all()
     assert config.tolerances["cpu"]["*"] == 1e-6
+    fits = ReferenceFits(fits_dir(SNAPSHOT, config))  # every pin checked
+    trained = frame[frame["fit_scope"] != "none"]
+    assert set(trained["checkpoint_sha"]) == set(fits.pins.values()), "every trained cell evaluates a pinned fit"
+    assert set(config.environment["bands"]) <= set(list_methods())
 
 
 def test_embedded_slice_matches_the_committed_snapshot(capsys):
@@ -31,3 +38,21 @@ def test_embedded_slice_matches_the_committed_snapshot(capsys):
     assert main(["regress", "--against", str(SNAPSHOT), *SLICE]) == 0
     out = capsys.readouterr().out
     assert f"({len(methods)} cells" in out and f"regression holds ({7 * len(methods)} values compared" in out
+
+
+def test_a_small_change_to_one_methods_maps_fails_and_names_the_values(monkeypatch, tmp_path, capsys):
+    """A 1e-3 ramp added to patchknn's maps (values ~0.1) is a code change, far outside the environment band."""
+    monkeypatch.setenv("FSAS_CACHE_DIR", str(tmp_path))  # never resume cells of the unchanged code
+    monkeypatch.setenv("COLUMNS", "200")
+    method = get_method("patchknn")
+    original = method.predict_step
+
+    def changed(self, batch, batch_idx):
+        out = original(self, batch, batch_idx)
+        ramp = torch.linspace(0.0, 1e-3, out.anomaly_maps.shape[-1]).expand_as(out.anomaly_maps)
+        return MethodOutput(out.anomaly_maps + ramp, out.image_scores)
+
+    monkeypatch.setattr(method, "predict_step", changed)
+    assert main(["regress", "--against", str(SNAPSHOT), "--methods", "patchknn", *SLICE]) == 1
+    out = capsys.readouterr().out
+    assert "patchknn synthetic/hex_nut k=1 seed=0 P-AUROC" in out and "beyond band: code change" in out
