@@ -315,7 +315,7 @@ def test_too_few_handle_candidates_cycle_in_benchmark_mode_and_raise_as_released
     color = learner.attribute_fixed[learner.rows[0].handle, 1]
     assert torch.equal(color[0], color[1]) and torch.equal(color[0], color[2])  # the one candidate, cycled
     assert learner.gate_mask[learner.rows[0].handle, 1, 3].eq(0).all()  # no shape candidate: left out
-    assert FineGrainedADConfig.faithful().candidate_overflow == PromptADConfig.faithful().candidate_overflow == "raise"
+    assert FineGrainedADConfig.faithful().candidate_overflow == "raise"
     assert FineGrainedADConfig().candidate_overflow == "cycle"
     with pytest.raises(UserError, match="candidate_overflow 'skip' is unknown"):
         _promptad(tiny_backbone, candidate_overflow="skip")

@@ -99,9 +99,8 @@ class PromptADConfig(FineGrainedADConfig):
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """PromptAD's released settings: seed 111, fp16 (GPU only), image scores from the separately trained
-        CLS prompts (``train_cls.py`` / ``test_cls.py``), and the failing top-k."""
+        """PromptAD's released settings: seed 111, fp16 (GPU only), and image scores from the separately trained
+        CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no attributes (no top-k)."""
         return cls(**{
-            "mode": "faithful", "seed": 111, "precision": "16-mixed", "image_score": "cls_prompts",
-            "candidate_overflow": "raise", **changes,
+            "mode": "faithful", "seed": 111, "precision": "16-mixed", "image_score": "cls_prompts", **changes
         })  # fmt: skip
