@@ -36,7 +36,8 @@ def test_registration_configs_and_raw_logit_scale(tiny_backbone):
     assert fgad.config_cls().mfsc_levels == "full" and promptad.config_cls().mfsc_levels == "none"
     assert FineGrainedADConfig.for_dataset("synthetic").flags() == "captions=synthetic;epochs=8;hires_factor=2"
     assert PromptADConfig.for_dataset("mvtec").flags() == "captions=mvtec"
-    assert FineGrainedADConfig.faithful().flags() == "mode=faithful;seed=111;precision=bf16-mixed"
+    faithful = "mode=faithful;candidate_overflow=raise;seed=111;precision=bf16-mixed"
+    assert FineGrainedADConfig.faithful().flags() == faithful
     method = _method("finegrainedad", tiny_backbone)
     assert method.feature_names == ["block1", "block3", "embedding", "vv_tokens"]  # 6 blocks: (2, 7) scaled
     assert method.tau.item() == tiny_backbone.model.logit_scale.item() < 5  # not exponentiated
@@ -81,7 +82,7 @@ def test_inference_is_batch_size_invariant_and_the_vision_branch_is_patchknn(tin
     none = _method("finegrainedad", tiny_backbone, epochs=1, qformer="none")
     none.set_support([refs], "hex_nut")
     assert none.qformer is None
-    pairs, keys = none.candidates()
+    pairs, keys = none.candidates(none.learner)
     assert pairs.shape[0] == 4 and torch.equal(keys, pairs[:, 0])  # 2 entities, caption, background
 
 
@@ -122,7 +123,7 @@ def test_end_to_end_on_the_embedded_benchmark(tmp_path, monkeypatch):
 def test_intermediate_mfsc_levels(levels, n_candidates, with_regions, tiny_backbone, image_files):
     method = _method("finegrainedad", tiny_backbone, epochs=1, mfsc_levels=levels)
     method.set_support([image_files(1, seed=11, prefix="ref")], "hex_nut")
-    pairs, _ = method.candidates()
+    pairs, _ = method.candidates(method.learner)
     assert pairs.shape[0] == n_candidates and (method._regions is not None) == with_regions
     assert set(method.losses()) == ({"image", "match", "total"} if levels == "image" else
                                     {"image", "match", "parts", "parts_match", "total"})  # fmt: skip

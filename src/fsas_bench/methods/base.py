@@ -130,7 +130,8 @@ class FewShotMethod(L.LightningModule, ABC):
         """``per_category`` only: a fitted state (:meth:`fitted_state` of an earlier fit) that
         :meth:`set_support` loads instead of training; set by the runner for reference-fit regressions."""
         self.loss_history: list[float] = []
-        """Training loss of every optimiser step of the last fit (auxiliary or per-category), in order."""
+        """Training loss of every optimiser step of the last fit (auxiliary or per-category), in order: each
+        method's ``training_step`` appends to it (the runner stores it with the checkpoint)."""
 
     def require_choice(self, field: str, choices: Sequence[str]) -> None:
         """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""
@@ -149,13 +150,6 @@ class FewShotMethod(L.LightningModule, ABC):
             return preprocess(read_image_rgb(Path(batch["path"][i])))
 
         return self.cache.features(batch["sha"], names, load, prefetch)
-
-    def on_train_start(self) -> None:
-        self.loss_history = []
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.loss_history.append(float(loss.detach()))
 
     def fitted_state(self) -> dict[str, Tensor]:
         """``per_category`` only: what :meth:`set_support` trained, as tensors (saved by the runner as the

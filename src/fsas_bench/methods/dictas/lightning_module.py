@@ -214,6 +214,7 @@ class DictAS(FewShotMethod):
                   "loss_tac_retrieved": tac_retrieved, "loss": loss}  # fmt: skip
         for key, value in values.items():  # batch_size=1: unweighted mean over steps, as the official log
             self.log(key, value.detach(), on_step=False, on_epoch=True, batch_size=1)
+        self.loss_history.append(float(loss.detach()))
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -8,6 +8,8 @@ from fsas_bench.methods.base import MethodConfig
 from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
 
 QFORMER_CHOICES = ("random_frozen", "none")
+IMAGE_SCORE_CHOICES = ("segmentation_prompts", "cls_prompts")
+CANDIDATE_OVERFLOW_CHOICES = ("cycle", "raise")
 EMBEDDED_EPOCHS = 8
 EMBEDDED_HIRES_FACTOR = 2
 
@@ -27,6 +29,14 @@ class FineGrainedADConfig(MethodConfig):
         epochs: training epochs, one SGD step on all k shots each (100); the last epoch is reported.
         lr, momentum, weight_decay, lr_min: SGD and its per-epoch cosine schedule (0.002, 0.9, 5e-4, 1e-5).
         lambda_match: λ₁ of L_match (0.001).
+        triplet_margin: margin of L_tri (FineGrainedAD 1.0; PromptAD's released training uses 0.0).
+        image_score: ``segmentation_prompts`` (the segmentation prompts score the global embedding) or
+            ``cls_prompts`` (PromptAD as released: a second prompt set with ``n_pro_cls`` normal contexts,
+            trained on the shots' global embeddings by ``train_cls.py``'s loss, scores the images).
+        n_pro_cls: normal contexts of the ``cls_prompts`` set (3 as released).
+        candidate_overflow: a gated attribute with fewer handle candidates than handle rows: ``cycle``
+            through the ranked candidates (none: the attribute is left out) or ``raise`` (the released top-k
+            fails).
         n_ctx, n_ctx_ab, n_pro, n_pro_ab: prompt sizes (4, 1, 1, 4).
         hires_factor: tiles per side of the MLSA high-resolution view (4: 960 px for a 240 px backbone).
         seed: train seed (initialisation, prompt substitutions, clustering noise); −1 = the manifest seed.
@@ -47,6 +57,10 @@ class FineGrainedADConfig(MethodConfig):
     weight_decay: float = 5e-4
     lr_min: float = 1e-5
     lambda_match: float = 0.001
+    triplet_margin: float = 1.0
+    image_score: str = "segmentation_prompts"
+    n_pro_cls: int = 3
+    candidate_overflow: str = "cycle"
     n_ctx: int = 4
     n_ctx_ab: int = 1
     n_pro: int = 1
@@ -60,8 +74,11 @@ class FineGrainedADConfig(MethodConfig):
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111 and bf16 training (everything else is the default)."""
-        return cls(**{"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **changes})
+        """The released script's settings: seed 111, bf16 training, and the top-k that fails on too few
+        handle candidates (everything else is the default)."""
+        return cls(**{
+            "mode": "faithful", "seed": 111, "precision": "bf16-mixed", "candidate_overflow": "raise", **changes
+        })  # fmt: skip
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:
@@ -75,11 +92,15 @@ class FineGrainedADConfig(MethodConfig):
 @dataclass(frozen=True)
 class PromptADConfig(FineGrainedADConfig):
     """PromptAD = FineGrainedAD with ``mfsc_levels=none`` (spec §11): the caption is the class name (the
-    caption record's foreground noun, fsas-bench's class-name mapping)."""
+    caption record's foreground noun, fsas-bench's class-name mapping). Its released triplet margin is 0."""
 
     mfsc_levels: str = "none"
+    triplet_margin: float = 0.0
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """PromptAD's released settings: seed 111 and fp16 (GPU only)."""
-        return cls(**{"mode": "faithful", "seed": 111, "precision": "16-mixed", **changes})
+        """PromptAD's released settings: seed 111, fp16 (GPU only), and image scores from the separately trained
+        CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no attributes (no top-k)."""
+        return cls(**{
+            "mode": "faithful", "seed": 111, "precision": "16-mixed", "image_score": "cls_prompts", **changes
+        })  # fmt: skip

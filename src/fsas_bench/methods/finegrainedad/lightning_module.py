@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
-from fsas_bench.methods.finegrainedad.config import QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.config import (
+    CANDIDATE_OVERFLOW_CHOICES, IMAGE_SCORE_CHOICES, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig,
+)  # fmt: skip
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
@@ -31,6 +34,9 @@ from fsas_bench.methods.finegrainedad.regions import region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
 from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
+
+QFORMER_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}
+"""The dtype the released Q-Former is built (and its initialisation drawn) in, per training precision."""
 
 
 @register_method
@@ -46,15 +52,25 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("mfsc_levels", MFSC_LEVELS)
         self.require_choice("qformer", QFORMER_CHOICES)
+        self.require_choice("image_score", IMAGE_SCORE_CHOICES)
+        self.require_choice("candidate_overflow", CANDIDATE_OVERFLOW_CHOICES)
+        if config.image_score == "cls_prompts" and config.mfsc_levels != "none":
+            raise UserError(
+                f"{self.name} image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts"
+            )
         backbone = cache.backbone
         self.blocks = config.blocks or _proportional_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
         self.learner: PromptLearner | None = None
+        self.cls_learner: PromptLearner | None = None
         self.qformer: QueryFormer | None = None
         self.train_seed = config.seed
+        self.cls_loss_history: list[float] = []
         self._shot_tokens = torch.empty(0)
+        self._shot_embeddings = torch.empty(0)
         self._regions: Tensor | None = None
+        self._fitting: tuple[PromptLearner, Callable[[], dict[str, Tensor]], list[float]] | None = None
 
     @property
     def tau(self) -> Tensor:
@@ -77,23 +93,49 @@ class FineGrainedAD(FewShotMethod):
                 record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab
             )
             model = self.cache.backbone.model
-            self.learner = PromptLearner(
-                model, self.cache.backbone.arch, families, config.n_ctx, config.n_ctx_ab, config.n_pro, config.n_pro_ab
-            ).to(device)
+            self.learner = self.prompt_learner(families, config.n_pro).to(device)
             self.qformer = None
             if len(families) > 1 and config.qformer == "random_frozen":
-                self.qformer = QueryFormer(len(families), model.visual.output_dim).to(device).requires_grad_(False)
+                dtype = QFORMER_DTYPES.get(config.precision, torch.float32)
+                qformer = QueryFormer(len(families), model.visual.output_dim, dtype=dtype)
+                self.qformer = qformer.float().to(device).requires_grad_(False)
             self._shot_tokens = F.normalize(torch.stack([f["vv_tokens"] for f in feats]), dim=-1).to(device)
             self._log_prompts(category, record, families, len(feats))
+            self.cls_learner = None
             if self.reference_fit is not None:  # the prompts of an earlier fit: no training
+                if config.image_score == "cls_prompts":
+                    self.cls_learner = self.prompt_learner(families, config.n_pro_cls).to(device)
                 self.load_state_dict(self.reference_fit)
             else:
                 self._regions = None
                 if config.mfsc_levels == "full":
                     self._regions = self.region_maps(batches, torch.Generator().manual_seed(self.train_seed))
-                self._fit()
+                self.loss_history = []
+                self._fit(self.learner, self.losses, self.loss_history)
+                if config.image_score == "cls_prompts":
+                    self._fit_cls_prompts(record, vocab, torch.stack([f["embedding"] for f in feats]).to(device))
         memory = [torch.cat([f[f"block{b}"] for f in feats]).to(device) for b in self.blocks]
-        self.scorer.set_state(memory, *self.candidates(), self.tau)
+        image_candidates = self.candidates(self.cls_learner) if self.cls_learner is not None else None
+        self.scorer.set_state(memory, *self.candidates(self.learner), self.tau, image_candidates)
+
+    def prompt_learner(self, families: list, n_pro: int) -> PromptLearner:
+        """A fresh prompt learner of ``families`` with ``n_pro`` normal contexts (draws its initialisation)."""
+        config, backbone = self.config, self.cache.backbone
+        return PromptLearner(
+            backbone.model, backbone.arch, families, config.n_ctx, config.n_ctx_ab, n_pro, config.n_pro_ab,
+            config.candidate_overflow,
+        )  # fmt: skip
+
+    def _fit_cls_prompts(self, record: CaptionRecord, vocab: Vocabularies, embeddings: Tensor) -> None:
+        """PromptAD's separate image-score prompts (``train_cls.py``): a fresh run from the train seed with
+        ``n_pro_cls`` normal contexts, trained on the ``k × D`` global embeddings of the shots."""
+        config = self.config
+        torch.manual_seed(self.train_seed)  # the released CLS training is its own seeded run
+        families = build_families(record, vocab, "none", self.train_seed, config.n_pro_cls, config.n_pro_ab)
+        self.cls_learner = self.prompt_learner(families, config.n_pro_cls).to(embeddings.device)
+        self._shot_embeddings = F.normalize(embeddings, dim=-1)
+        self.cls_loss_history = []
+        self._fit(self.cls_learner, self.cls_losses, self.cls_loss_history)
 
     def caption_record(self, category: str, batches: list[dict[str, Any]]) -> tuple[CaptionRecord, Vocabularies]:
         """The category's MFSC record and the file's vocabularies. A category the file lacks gets a template
@@ -120,8 +162,9 @@ class FineGrainedAD(FewShotMethod):
             F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator
         ).to(self._shot_tokens.device)
 
-    def _fit(self) -> None:
-        """The released schedule on the k shots: one SGD step per epoch, quiet Lightning Trainer."""
+    def _fit(self, learner: PromptLearner, objective: Callable[[], dict[str, Tensor]], history: list[float]) -> None:
+        """The released schedule on the k shots: one SGD step per epoch on ``learner``'s parameters minimising
+        ``objective()["total"]`` (appended to ``history``), quiet Lightning Trainer."""
         device = self._shot_tokens.device
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -135,14 +178,21 @@ class FineGrainedAD(FewShotMethod):
             enable_model_summary=False,
             enable_progress_bar=False,
         )
+        self._fitting = (learner, objective, history)
         with warnings.catch_warnings():
-            for noise in ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)"):
+            noises = ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)", "in eval mode at the start")
+            for noise in noises:
                 warnings.filterwarnings("ignore", message=f".*{noise}.*")
             trainer.fit(self, train_dataloaders=DataLoader([0], batch_size=None))
+        self._fitting = None
         self.eval()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self.losses()["total"]
+        assert self._fitting is not None
+        _, objective, history = self._fitting
+        losses = objective()
+        history.append(float(losses["total"].detach()))
+        return losses["total"]
 
     def losses(self) -> dict[str, Tensor]:
         """The spec §7 loss of the current prompts on the shots, with its parts."""
@@ -151,22 +201,33 @@ class FineGrainedAD(FewShotMethod):
         return total_loss(
             self._shot_tokens, self.learner(), self._regions, self.tau.to(self._shot_tokens),
             config.lambda_match, use_reg=config.mfsc_levels == "full", use_normal_align=config.use_normal_align,
+            margin=config.triplet_margin,
+        )  # fmt: skip
+
+    def cls_losses(self) -> dict[str, Tensor]:
+        """``train_cls.py``'s loss of the image-score prompts on the shots' unit-norm global embeddings: L_v2t
+        over the k embeddings, L_tri over the channel axis, λ₁ · L_match."""
+        assert self.cls_learner is not None
+        config = self.config
+        return total_loss(
+            self._shot_embeddings, self.cls_learner(), None, self.tau.to(self._shot_embeddings), config.lambda_match,
+            use_reg=False, use_normal_align=False, margin=config.triplet_margin,
         )  # fmt: skip
 
     def configure_optimizers(self) -> Any:
-        assert self.learner is not None
+        assert self._fitting is not None
         config = self.config
         optimizer = torch.optim.SGD(
-            self.learner.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            self._fitting[0].parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
-    def candidates(self) -> tuple[Tensor, Tensor]:
-        """Test-time candidate pairs ``C × 2 × D`` (entities, caption, background) and their matching keys."""
-        assert self.learner is not None
+    def candidates(self, learner: PromptLearner) -> tuple[Tensor, Tensor]:
+        """Test-time candidate pairs ``C × 2 × D`` of ``learner`` (entities, caption, background) and their
+        matching keys."""
         with torch.no_grad():
-            families = self.learner()
+            families = learner()
         ordered: list[FamilyFeatures] = [*families[1:-1], families[0], families[-1]] if len(families) > 1 else families
         pairs = torch.stack([torch.stack([f.normal, f.abnormal]) for f in ordered]).float()
         keys = self.qformer(pairs) if self.qformer is not None else pairs[:, 0]

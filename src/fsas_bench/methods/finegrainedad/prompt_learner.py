@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fsas_bench.errors import UserError
 from fsas_bench.methods.finegrainedad.prompts import ATTRIBUTES, Family, render
 from fsas_bench.methods.finegrainedad.text_encoder import encode_embedded_prompts, token_embeddings, tokenize
 
@@ -62,12 +63,23 @@ class PromptLearner(nn.Module):
         arch: open_clip architecture name (tokenizer).
         families: the rendered families (:func:`~.prompts.build_families`).
         n_ctx, n_ctx_ab, n_pro, n_pro_ab: prompt sizes (4, 1, 1, 4 as released).
+        candidate_overflow: ``cycle`` or ``raise`` when an attribute has fewer handle candidates than handle
+            rows (:meth:`_attribute_embeddings`).
     """
 
     def __init__(
-        self, model: nn.Module, arch: str, families: list[Family], n_ctx: int, n_ctx_ab: int, n_pro: int, n_pro_ab: int
+        self,
+        model: nn.Module,
+        arch: str,
+        families: list[Family],
+        n_ctx: int,
+        n_ctx_ab: int,
+        n_pro: int,
+        n_pro_ab: int,
+        candidate_overflow: str = "cycle",
     ) -> None:
         super().__init__()
+        self.candidate_overflow = candidate_overflow
         self.text_model = [model]  # a list: not a submodule (frozen, shared, never saved with the learner)
         self.n_ctx, self.n_ctx_ab, self.n_pro, self.n_pro_ab = n_ctx, n_ctx_ab, n_pro, n_pro_ab
         width = model.ln_final.weight.shape[0]
@@ -111,7 +123,9 @@ class PromptLearner(nn.Module):
         stored sparsely as ``T × 4 × L × W`` plus a ``T × 2 × 4`` 0/1 mask selecting the gate group).
 
         Handle rows take the attribute's handle candidates ranked by mean embedding value (descending, the
-        official top-k rule), cycling when there are fewer candidates than handle rows.
+        official top-k rule). With fewer candidates than handle rows the released top-k raises; ``cycle``
+        (fsas-bench's benchmark choice) repeats the ranking instead, and an attribute without any candidate is
+        left out of the handle rows; ``raise`` stops with a one-line error as the released code does.
         """
         length, width = self.fixed.shape[1:]
         attr = torch.zeros(n_rows, len(ATTRIBUTES), length, width)
@@ -127,6 +141,11 @@ class PromptLearner(nn.Module):
                 if name not in family.attributes:
                     continue
                 normal, handle = family.attributes[name]
+                if self.candidate_overflow == "raise" and len(handle) < len(rows.handle):
+                    raise UserError(
+                        f"{family.name} '{name}' has {len(handle)} handle candidates for {len(rows.handle)} handle "
+                        "prompts (the released top-k fails): add vocabulary or set candidate_overflow=cycle"
+                    )
                 attr[rows.normal, a], mask[rows.normal, 0, a] = embed([normal], learned=False)[0], 1
                 attr[rows.learned, a], mask[rows.learned, 1, a] = embed([normal], learned=True)[0], 1
                 if not handle:  # no negatives in the vocabulary: the handle rows get no such attribute

@@ -149,7 +149,9 @@ class InCTRL(FewShotMethod):
             trainer.fit(self, train_dataloaders=DataLoader(episodes, batch_size=None))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self.episode_loss(batch)
+        loss = self.episode_loss(batch)
+        self.loss_history.append(float(loss.detach()))
+        return loss
 
     def episode_loss(self, batch: dict[str, Any]) -> Tensor:
         """The loss of one training batch of :class:`BalancedEpisodes`."""
