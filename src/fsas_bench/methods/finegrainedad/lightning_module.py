@@ -27,7 +27,7 @@ from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
 from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS, build_families, rendered_strings
-from fsas_bench.methods.finegrainedad.regions import region_weights
+from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS, region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
 from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
@@ -46,6 +46,7 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("mfsc_levels", MFSC_LEVELS)
         self.require_choice("qformer", QFORMER_CHOICES)
+        self.require_choice("mlsa_regions", MLSA_REGIONS)
         backbone = cache.backbone
         self.blocks = config.blocks or _proportional_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]
@@ -115,7 +116,8 @@ class FineGrainedAD(FewShotMethod):
         ])  # fmt: skip
         entity_text = torch.stack([f.normal for f in families[1:-1]]).cpu()
         return region_weights(
-            F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator
+            F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator,
+            self.config.mlsa_regions,
         ).to(self._shot_tokens.device)
 
     def _fit(self) -> None:
