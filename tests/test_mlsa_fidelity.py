@@ -252,7 +252,7 @@ def test_the_method_builds_its_maps_with_the_configured_computation(tiny_backbon
         return calls[-1][1]
 
     monkeypatch.setattr(lightning_module, "region_weights", spy)
-    config = FineGrainedADConfig(epochs=1, hires_factor=2, output_size=64, captions="synthetic", mlsa_regions="released")
+    config = FineGrainedADConfig(epochs=1, hires_factor=2, captions="synthetic", mlsa_regions="released")
     method = get_method("finegrainedad")(config, FeatureCache(tiny_backbone))
     method.set_support([image_files(2, seed=11, prefix="ref")], "hex_nut")
     assert len(calls) == 1 and calls[0][0] == "released" and torch.equal(method._regions, calls[0][1])

@@ -15,6 +15,10 @@ Two computations (config ``mlsa_regions``):
   matched alike);
   (e) the f × f "average pooling" reshapes the unfolded windows wrongly: each output cell averages f² consecutive
   entries of the (kernel offset, window) layout, not one window.
+
+Both share the DPC-KNN below. With stage 1's k = 1 the density is exp(−self-distance²) + noise, i.e. the noise
+rounded to float32 near 1: a few distinct values, so hundreds of tokens tie for the top score and the two centres
+are the first ``topk`` returns among them (released: CUDA ``topk``; here CPU ``topk``).
 """
 
 from __future__ import annotations
