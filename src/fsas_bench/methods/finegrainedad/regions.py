@@ -7,7 +7,7 @@ Two computations (config ``mlsa_regions``):
   tokens excluded from stage 2, the background map is the stage-1 background, true f × f average pooling.
 * ``released`` (faithful): the released code's, quirks included —
   (a) every shot's background decision is taken on shot 0's stage-1 partition; a shot keeps its own partition
-  when cluster 0 wins, and takes shot 0's (cluster 0 as foreground) when cluster 1 wins;
+  when cluster 0 is judged background, and takes shot 0's (cluster 0 as foreground) when cluster 1 is;
   (b) the decision compares the *unnormalised* mean tokens with the background text feature;
   (c) stage 2 only hides background tokens from the densities: the tokens that are background in shot 0 take,
   in every shot, the stage-2 label of token 0, and the other background tokens the nearest centre's label;
