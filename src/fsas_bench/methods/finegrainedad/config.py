@@ -39,6 +39,8 @@ class FineGrainedADConfig(MethodConfig):
             fails).
         n_ctx, n_ctx_ab, n_pro, n_pro_ab: prompt sizes (4, 1, 1, 4).
         hires_factor: tiles per side of the MLSA high-resolution view (4: 960 px for a 240 px backbone).
+        mlsa_regions: MLSA region maps: ``corrected`` (each shot's own background decision, background excluded
+            from stage 2, true pooling) or ``released`` (the released code's quirks, ``regions.py``).
         seed: train seed (initialisation, prompt substitutions, clustering noise); −1 = the manifest seed.
         precision: Lightning precision of training (``32-true``; released: bf16, PromptAD fp16).
         output_size: side of the output maps (400).
@@ -66,6 +68,7 @@ class FineGrainedADConfig(MethodConfig):
     n_pro: int = 1
     n_pro_ab: int = 4
     hires_factor: int = 4
+    mlsa_regions: str = "corrected"
     seed: int = -1
     precision: str = "32-true"
     output_size: int = 400
@@ -74,11 +77,11 @@ class FineGrainedADConfig(MethodConfig):
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111, bf16 training, and the top-k that fails on too few
-        handle candidates (everything else is the default)."""
-        return cls(**{
-            "mode": "faithful", "seed": 111, "precision": "bf16-mixed", "candidate_overflow": "raise", **changes
-        })  # fmt: skip
+        """The released script's settings: seed 111, bf16 training, the released MLSA region maps and the
+        top-k that fails on too few handle candidates (everything else is the default)."""
+        preset = {"mode": "faithful", "seed": 111, "precision": "bf16-mixed", "mlsa_regions": "released",
+                  "candidate_overflow": "raise"}  # fmt: skip
+        return cls(**{**preset, **changes})
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:

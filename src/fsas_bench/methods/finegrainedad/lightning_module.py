@@ -30,7 +30,7 @@ from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
 from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS, build_families, rendered_strings
-from fsas_bench.methods.finegrainedad.regions import region_weights
+from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS, region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
 from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
@@ -52,6 +52,7 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("mfsc_levels", MFSC_LEVELS)
         self.require_choice("qformer", QFORMER_CHOICES)
+        self.require_choice("mlsa_regions", MLSA_REGIONS)
         self.require_choice("image_score", IMAGE_SCORE_CHOICES)
         self.require_choice("candidate_overflow", CANDIDATE_OVERFLOW_CHOICES)
         if config.image_score == "cls_prompts" and config.mfsc_levels != "none":
@@ -159,7 +160,8 @@ class FineGrainedAD(FewShotMethod):
         ])  # fmt: skip
         entity_text = torch.stack([f.normal for f in families[1:-1]]).cpu()
         return region_weights(
-            F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator
+            F.normalize(hires, dim=-1), entity_text, families[-1].normal.cpu(), self.config.hires_factor, generator,
+            self.config.mlsa_regions,
         ).to(self._shot_tokens.device)
 
     def _fit(self, learner: PromptLearner, objective: Callable[[], dict[str, Tensor]], history: list[float]) -> None:
