@@ -8,8 +8,11 @@ from fsas_bench.methods.base import MethodConfig
 from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
 
 QFORMER_CHOICES = ("random_frozen", "none")
+MEMORY_TAPS = ("block", "released")
 EMBEDDED_EPOCHS = 8
 EMBEDDED_HIRES_FACTOR = 2
+RELEASED_PIPELINE: dict[str, object] = {"memory_tap": "released", "query_bgr_quirk": True, "pre_resize": 1024}
+"""Both released codes: in-place-updated hook taps, BGR queries, cv2 pre-resize to 1024."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,13 @@ class FineGrainedADConfig(MethodConfig):
         output_size: side of the output maps (400).
         map_sigma: Gaussian σ of the pixel map at the output size (4).
         harmonic_eps: epsilon in the harmonic fusion's reciprocals (0: exact, a zero input gives 0).
+        memory_tap: token kind of the memory bank and of the query taps: ``block`` (the clean block output) or
+            ``released`` (what the released hooks hold: block output + the next block's attention residual,
+            backbone feature ``released_tap{i}``).
+        query_bgr_quirk: score queries with red and blue swapped, as the released test loop does (it reads
+            BGR with cv2 and converts only the shots to RGB).
+        pre_resize: square OpenCV bilinear resize of every image before the backbone's own resize, as the
+            released loaders do (1024); 0 = none.
     """
 
     mfsc_levels: str = "full"
@@ -57,11 +67,14 @@ class FineGrainedADConfig(MethodConfig):
     output_size: int = 400
     map_sigma: float = 4.0
     harmonic_eps: float = 0.0
+    memory_tap: str = "block"
+    query_bgr_quirk: bool = False
+    pre_resize: int = 0
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111 and bf16 training (everything else is the default)."""
-        return cls(**{"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **changes})
+        """The released script's settings: seed 111, bf16 training and the released taps and input pipeline."""
+        return cls(**{"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE, **changes})
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:
@@ -81,5 +94,5 @@ class PromptADConfig(FineGrainedADConfig):
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """PromptAD's released settings: seed 111 and fp16 (GPU only)."""
-        return cls(**{"mode": "faithful", "seed": 111, "precision": "16-mixed", **changes})
+        """PromptAD's released settings: seed 111, fp16 (GPU only) and the released taps and input pipeline."""
+        return cls(**{"mode": "faithful", "seed": 111, "precision": "16-mixed", **RELEASED_PIPELINE, **changes})

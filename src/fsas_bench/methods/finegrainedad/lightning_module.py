@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from fsas_bench.backbones import FeatureCache
+from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
-from fsas_bench.methods.finegrainedad.config import QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.config import MEMORY_TAPS, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
@@ -46,9 +46,13 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("mfsc_levels", MFSC_LEVELS)
         self.require_choice("qformer", QFORMER_CHOICES)
+        self.require_choice("memory_tap", MEMORY_TAPS)
         backbone = cache.backbone
         self.blocks = config.blocks or _proportional_blocks(backbone.depth)
-        self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]
+        self.tap_names = [f"{'block' if config.memory_tap == 'block' else 'released_tap'}{b}" for b in self.blocks]
+        self.feature_names = [*self.tap_names, "embedding", "vv_tokens"]
+        self.shot_input = Preprocess(pre_resize=config.pre_resize)
+        self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
         self.learner: PromptLearner | None = None
         self.qformer: QueryFormer | None = None
@@ -65,7 +69,7 @@ class FineGrainedAD(FewShotMethod):
     # --- per-category training -------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names, variant=self.shot_input)]
         if not feats:
             raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
         config = self.config
@@ -90,7 +94,7 @@ class FineGrainedAD(FewShotMethod):
                 self._regions = self.region_maps(batches, torch.Generator().manual_seed(self.train_seed))
             self._log_prompts(category, record, families, len(feats))
             self._fit()
-        memory = [torch.cat([f[f"block{b}"] for f in feats]).to(device) for b in self.blocks]
+        memory = [torch.cat([f[name] for f in feats]).to(device) for name in self.tap_names]
         self.scorer.set_state(memory, *self.candidates(), self.tau)
 
     def caption_record(self, category: str, batches: list[dict[str, Any]]) -> tuple[CaptionRecord, Vocabularies]:
@@ -192,8 +196,8 @@ class FineGrainedAD(FewShotMethod):
         device = self._shot_tokens.device
         maps, scores = [], []
         with torch.no_grad():
-            for f in self.features(batch, self.feature_names):
-                taps = [f[f"block{b}"].to(device) for b in self.blocks]
+            for f in self.features(batch, self.feature_names, variant=self.query_input):
+                taps = [f[name].to(device) for name in self.tap_names]
                 pixel, score = self.scorer(taps, f["vv_tokens"].to(device), f["embedding"].to(device))
                 maps.append(pixel)
                 scores.append(score)
