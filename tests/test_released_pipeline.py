@@ -144,6 +144,21 @@ def test_promptad_scores_bgr_queries_against_rgb_shots(tiny_backbone, tmp_path):
             assert (got[name] - want[name][0]).abs().max() <= TOL, name
 
 
+def test_promptad_faithful_bank_holds_rgb_released_taps_and_queries_are_bgr(tiny_backbone, tmp_path):
+    shot, query = _png(tmp_path / "s.png", 200, 160, seed=8), _png(tmp_path / "q.png", 200, 160, seed=9)
+    config = PromptADConfig.faithful(precision="32-true", epochs=1, output_size=64, captions="synthetic")
+    method = get_method("promptad")(config, FeatureCache(tiny_backbone))
+    method.set_support([{"path": [str(shot)], "sha": [image_sha(shot)]}], "capsule")
+    names = method.feature_names
+    shot_ref = tiny_backbone.encode(_released_cv2_input(shot, tiny_backbone, query=False)[None], names)
+    for bank, name in zip(method.scorer.memory, method.tap_names, strict=True):
+        assert (bank - shot_ref[name][0]).abs().max() <= TOL
+    out = method.predict_step({"path": [str(query)], "sha": [image_sha(query)]}, 0)
+    ref = tiny_backbone.encode(_released_cv2_input(query, tiny_backbone, query=True)[None], names)
+    pixel, score = method.scorer([ref[n][0] for n in method.tap_names], ref["vv_tokens"][0], ref["embedding"][0])
+    assert (out.anomaly_maps[0] - pixel).abs().max() <= TOL and (out.image_scores[0] - score).abs() <= TOL
+
+
 # --- 3. InCTRL's Resize + CenterCrop ----------------------------------------------------------------------
 
 
@@ -183,6 +198,20 @@ def test_inctrl_faithful_reads_cropped_inputs(tiny_backbone, tmp_path):
         assert (got[name] - want[name][0]).abs().max() <= TOL, name
     with pytest.raises(UserError, match="preprocess 'crop' is unknown"):
         get_method("inctrl")(InCTRLConfig(preprocess="crop"), FeatureCache(tiny_backbone))
+
+
+def test_inctrl_faithful_maps_cover_the_whole_image(tiny_backbone, tmp_path):
+    ref, query = _png(tmp_path / "r.png", 256, 192, seed=10), _png(tmp_path / "q.png", 256, 192, seed=11)
+    method = get_method("inctrl")(InCTRLConfig.faithful(), FeatureCache(tiny_backbone)).eval()
+    method.set_support([{"path": [str(ref)], "sha": [image_sha(ref)]}], "hex_nut")
+    batch = {"path": [str(query)], "sha": [image_sha(query)]}
+    with torch.no_grad():
+        out = method.predict_step(batch, 0)
+        crop = method.model.anomaly_maps(method.model(method.query_inputs(batch)))
+    assert torch.equal(out.anomaly_maps, uncrop_maps(crop, [(256, 192)]).float())
+    # resized 298 × 224, crop = columns 37 … 261; squashed to 224 columns, 37 / 298 · 224 ≈ 27.8 lie each side
+    outside = torch.cat([out.anomaly_maps[0, :, :27], out.anomaly_maps[0, :, -27:]], dim=1)
+    assert torch.all(outside == crop.min())
 
 
 def test_uncrop_puts_the_crop_map_back_where_the_crop_was():
@@ -234,7 +263,8 @@ def test_variants_never_share_cache_entries(tiny_backbone, tmp_path):
     assert "window2" in got["default"] and "window2" not in got["crop"]  # other methods' prefetch: default only
     again = FeatureCache(tiny_backbone, tmp_path / "cache")
     for v in variants:
-        hit = again.features(["same-sha"], ["block1"], lambda _: pytest.fail("decoded a cached image"), variant=variants[v])
+        never = lambda _: pytest.fail("decoded a cached image")  # noqa: E731
+        hit = again.features(["same-sha"], ["block1"], never, variant=variants[v])
         assert torch.equal(hit[0]["block1"], got[v]["block1"])
     identities = {tiny_backbone.variant_identity(v) for v in variants.values()}
     assert len(identities) == 3 and tiny_backbone.variant_identity(DEFAULT_PREPROCESS) == tiny_backbone.identity
