@@ -20,6 +20,8 @@ from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
 from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
+from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
 from fsas_bench.methods.inctrl.lightning_module import InCTRLConfig
 from fsas_bench.methods.ops import uncrop_maps
 
@@ -157,6 +159,25 @@ def test_promptad_faithful_bank_holds_rgb_released_taps_and_queries_are_bgr(tiny
     ref = tiny_backbone.encode(_released_cv2_input(query, tiny_backbone, query=True)[None], names)
     pixel, score = method.scorer([ref[n][0] for n in method.tap_names], ref["vv_tokens"][0], ref["embedding"][0])
     assert (out.anomaly_maps[0] - pixel).abs().max() <= TOL and (out.image_scores[0] - score).abs() <= TOL
+
+
+def test_mlsa_high_resolution_view_tiles_the_pre_resized_shot(tiny_backbone, tmp_path):
+    """Released: the 1024-px RGB shot → Resize((f·S, f·S), bicubic), ToTensor, Normalize, cut into S-px tiles."""
+    path, factor, side = _png(tmp_path / "s.png", 300, 220, seed=12), 2, tiny_backbone.image_size
+    rgb = cv2.cvtColor(cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (1024, 1024)), cv2.COLOR_BGR2RGB)
+    big = transforms.Compose([
+        transforms.Resize((factor * side, factor * side), transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        _normalise(tiny_backbone),
+    ])(Image.fromarray(rgb))  # fmt: skip
+    tiles = torch.stack([big[:, r * side : (r + 1) * side, c * side : (c + 1) * side]
+                         for r in range(factor) for c in range(factor)])  # fmt: skip
+    grid = tiny_backbone.grid[0]
+    tokens = vv_patch_tokens(tiny_backbone.model.visual, tiles).view(factor, factor, grid, grid, -1)
+    want = tokens.permute(0, 2, 1, 3, 4).reshape(factor * grid * factor * grid, -1)
+    got = hires_vv_tokens(tiny_backbone, path, "s", factor, Preprocess(pre_resize=1024))
+    assert (got - want).abs().max() <= TOL
+    assert (hires_vv_tokens(tiny_backbone, path, "s", factor) - want).abs().max() > 100 * TOL
 
 
 # --- 3. InCTRL's Resize + CenterCrop ----------------------------------------------------------------------

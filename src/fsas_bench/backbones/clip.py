@@ -68,6 +68,14 @@ class Preprocess:
         if self.pre_resize < 0:
             raise UserError(f"pre_resize {self.pre_resize} is negative: use 0 (none) or a side in pixels such as 1024")
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The uint8 steps before the resize to S: RGB ``H × W × 3`` → pre-resized, channel-swapped array."""
+        if self.pre_resize:
+            image = cv2.resize(image, (self.pre_resize, self.pre_resize), interpolation=cv2.INTER_LINEAR)
+        if self.bgr:
+            image = np.ascontiguousarray(image[..., ::-1])
+        return image
+
     @property
     def is_default(self) -> bool:
         """Whether this is fsas-bench's standard preprocessing (whose cache keys predate variants)."""
@@ -165,12 +173,8 @@ class ClipBackbone(nn.Module):
     def preprocess(self, image: np.ndarray, variant: Preprocess = DEFAULT_PREPROCESS) -> Tensor:
         """RGB uint8 ``H × W × 3`` → normalised ``3 × S × S`` float tensor, as ``variant`` says (default: plain
         bicubic resize, no crop)."""
-        if variant.pre_resize:
-            image = cv2.resize(image, (variant.pre_resize, variant.pre_resize), interpolation=cv2.INTER_LINEAR)
-        if variant.bgr:
-            image = np.ascontiguousarray(image[..., ::-1])
         size = self.image_size
-        pil = Image.fromarray(image)
+        pil = Image.fromarray(variant.prepare(image))
         if variant.resize == "resize_centercrop":
             resized = center_crop(pil.resize(short_side_size(pil.size, size), Image.Resampling.BICUBIC), size)
         else:

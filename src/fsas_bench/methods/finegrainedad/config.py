@@ -42,8 +42,8 @@ class FineGrainedADConfig(MethodConfig):
             backbone feature ``released_tap{i}``).
         query_bgr_quirk: score queries with red and blue swapped, as the released test loop does (it reads
             BGR with cv2 and converts only the shots to RGB).
-        pre_resize: square OpenCV bilinear resize of every image before the backbone's own resize, as the
-            released loaders do (1024); 0 = none.
+        pre_resize: square OpenCV bilinear resize of every image (shots, queries, the shots' MLSA view) before
+            the backbone's own resize, as the released loaders do (1024); 0 = none.
     """
 
     mfsc_levels: str = "full"

@@ -114,7 +114,7 @@ class FineGrainedAD(FewShotMethod):
             families = self.learner()
         backbone = self.cache.backbone
         hires = torch.stack([
-            hires_vv_tokens(backbone, Path(path), sha, self.config.hires_factor)
+            hires_vv_tokens(backbone, Path(path), sha, self.config.hires_factor, self.shot_input)
             for batch in batches for path, sha in zip(batch["path"], batch["sha"], strict=True)
         ])  # fmt: skip
         entity_text = torch.stack([f.normal for f in families[1:-1]]).cpu()
