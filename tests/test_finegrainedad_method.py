@@ -36,8 +36,10 @@ def test_registration_configs_and_raw_logit_scale(tiny_backbone):
     assert fgad.config_cls().mfsc_levels == "full" and promptad.config_cls().mfsc_levels == "none"
     assert FineGrainedADConfig.for_dataset("synthetic").flags() == "captions=synthetic;epochs=8;hires_factor=2"
     assert PromptADConfig.for_dataset("mvtec").flags() == "captions=mvtec"
-    faithful = "mode=faithful;candidate_overflow=raise;mlsa_regions=released;seed=111;precision=bf16-mixed"
-    assert FineGrainedADConfig.faithful().flags() == faithful
+    assert FineGrainedADConfig.faithful().flags() == (
+        "mode=faithful;candidate_overflow=raise;mlsa_regions=released;seed=111;precision=bf16-mixed;"
+        "memory_tap=released;query_bgr_quirk=True;pre_resize=1024"
+    )
     method = _method("finegrainedad", tiny_backbone)
     assert method.feature_names == ["block1", "block3", "embedding", "vv_tokens"]  # 6 blocks: (2, 7) scaled
     assert method.tau.item() == tiny_backbone.model.logit_scale.item() < 5  # not exponentiated

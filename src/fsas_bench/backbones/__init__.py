@@ -1,15 +1,17 @@
 """Frozen open_clip backbones, the shipped tiny config, and the encode-once feature cache."""
 
 from fsas_bench.backbones.cache import CacheStats, FeatureCache
-from fsas_bench.backbones.clip import BackboneFeatures, ClipBackbone, load_backbone
+from fsas_bench.backbones.clip import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, Preprocess, load_backbone
 from fsas_bench.backbones.registry import TINY_ARCH, list_backbones
 
 __all__ = [
+    "DEFAULT_PREPROCESS",
     "TINY_ARCH",
     "BackboneFeatures",
     "CacheStats",
     "ClipBackbone",
     "FeatureCache",
+    "Preprocess",
     "list_backbones",
     "load_backbone",
 ]

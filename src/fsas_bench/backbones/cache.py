@@ -1,7 +1,8 @@
 """Encode-once cache: each image's frozen-backbone features are computed once and reused.
 
-Entries are keyed by the backbone identity (architecture, weights, preprocessing) and the SHA-256 of the
-image file, so they are shared across shots, seeds and methods of a run. Images are decoded only on a miss
+Entries are keyed by the backbone identity (architecture, weights, preprocessing variant) and the SHA-256 of
+the image file, so they are shared across shots, seeds and methods of a run; features of different
+preprocessing variants never mix. Images are decoded only on a miss
 and always encoded one at a time, which makes features independent of how queries are batched.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fsas_bench.backbones.clip import BackboneFeatures, ClipBackbone
+from fsas_bench.backbones.clip import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, Preprocess
 
 
 @dataclass
@@ -50,24 +51,32 @@ class FeatureCache:
         self._memory: dict[str, BackboneFeatures] = {}
 
     def features(
-        self, image_shas: Sequence[str], names: Sequence[str], load: Callable[[int], Tensor], prefetch: bool = True
+        self,
+        image_shas: Sequence[str],
+        names: Sequence[str],
+        load: Callable[[int], Tensor],
+        prefetch: bool = True,
+        variant: Preprocess = DEFAULT_PREPROCESS,
     ) -> list[BackboneFeatures]:
         """Named features (see :meth:`ClipBackbone.encode`) of each image.
 
         Args:
             image_shas: SHA-256 of each image file (the cache key, with the backbone identity).
             names: the features wanted.
-            load: ``i`` → the preprocessed ``3 × S × S`` image i; called only on a miss (images whose
-                features are cached are never decoded).
+            load: ``i`` → image i preprocessed with ``variant`` (``3 × S × S``); called only on a miss (images
+                whose features are cached are never decoded).
             prefetch: also encode the sweep's other methods' features on a miss (off for images only one
-                method reads, e.g. auxiliary training images).
+                method reads, e.g. auxiliary training images; only the default variant prefetches).
+            variant: the preprocessing ``load`` applies (part of the cache key).
 
         Each image is encoded alone, once per missing feature set.
         """
         wanted = set(names)
+        prefetch = prefetch and variant.is_default
+        identity = self.backbone.variant_identity(variant)
         result = []
         for i, sha in enumerate(image_shas):
-            key = self._key(sha)
+            key = self._key(identity, sha)
             entry = self._memory.get(key) or self._load(key) or {}
             if wanted - entry.keys():
                 self.stats.misses += 1
@@ -88,8 +97,9 @@ class FeatureCache:
         """Drop in-memory entries (e.g. when a run moves to the next category); disk entries stay."""
         self._memory.clear()
 
-    def _key(self, image_sha: str) -> str:
-        return hashlib.sha256(f"{self.backbone.identity}|{image_sha}".encode()).hexdigest()
+    @staticmethod
+    def _key(identity: str, image_sha: str) -> str:
+        return hashlib.sha256(f"{identity}|{image_sha}".encode()).hexdigest()
 
     def _load(self, key: str) -> BackboneFeatures | None:
         if self.disk_dir is None or not (path := self.disk_dir / f"{key}.safetensors").is_file():

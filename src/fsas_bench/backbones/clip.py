@@ -1,7 +1,8 @@
 """A frozen open_clip image/text encoder exposing what FSAS methods need.
 
 Patch tokens are the raw residual stream after chosen blocks (before ``ln_post``, CLS token dropped),
-read with upstream ``forward_intermediates``; the global embedding is the projected pooled token.
+read with upstream ``forward_intermediates``; the global embedding is the projected pooled token. Images
+become inputs through a named :class:`Preprocess` variant (the default: a plain bicubic resize).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import open_clip
 import torch
@@ -34,6 +37,58 @@ RANDOM_WEIGHTS_LABEL = "none (random weights)"
 BackboneFeatures = dict[str, Tensor]
 """Named features of one image (see :meth:`ClipBackbone.encode`)."""
 
+RESIZE_RULES = ("resize", "resize_centercrop")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A named variant of the image → backbone-input preprocessing that a method may ask for; features of
+    different variants never share cache entries (:meth:`ClipBackbone.variant_identity`).
+
+    The steps, in order: optional square pre-resize, optional channel swap, resize to the input side S,
+    ``ToTensor`` scaling and the backbone's normalisation.
+
+    Attributes:
+        resize: ``resize`` (straight bicubic S × S, fsas-bench's default) or ``resize_centercrop`` (bicubic
+            resize of the shorter side to S, then the central S × S crop: torchvision ``Resize(S)`` +
+            ``CenterCrop(S)`` on a PIL image, InCTRL's released transform).
+        pre_resize: side of a square OpenCV bilinear (``INTER_LINEAR``) resize applied first, as the
+            PromptAD/FineGrainedAD dataset loaders do (1024); 0 = none.
+        bgr: reverse the channel order before the resize to S: the released PromptAD/FineGrainedAD test
+            loop hands cv2's BGR array to PIL as if it were RGB.
+    """
+
+    resize: str = "resize"
+    pre_resize: int = 0
+    bgr: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise UserError(f"preprocessing resize '{self.resize}' is unknown: use {' or '.join(RESIZE_RULES)}")
+        if self.pre_resize < 0:
+            raise UserError(f"pre_resize {self.pre_resize} is negative: use 0 (none) or a side in pixels such as 1024")
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The uint8 steps before the resize to S: RGB ``H × W × 3`` → pre-resized, channel-swapped array."""
+        if self.pre_resize:
+            image = cv2.resize(image, (self.pre_resize, self.pre_resize), interpolation=cv2.INTER_LINEAR)
+        if self.bgr:
+            image = np.ascontiguousarray(image[..., ::-1])
+        return image
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is fsas-bench's standard preprocessing (whose cache keys predate variants)."""
+        return self == DEFAULT_PREPROCESS
+
+    @property
+    def id(self) -> str:
+        """Stable identity of the variant (canonical JSON of its fields)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+DEFAULT_PREPROCESS = Preprocess()
+
 
 def sliding_windows(grid: tuple[int, int], scale: int) -> Tensor:
     """Patch indices of every ``scale × scale`` window at stride 1 on a ``grid`` (row-major).
@@ -46,6 +101,28 @@ def sliding_windows(grid: tuple[int, int], scale: int) -> Tensor:
         raise ValueError(f"window scale {scale} exceeds the {height}×{width} patch grid")
     cells = torch.arange(height * width).view(1, 1, height, width).float()
     return torch.nn.functional.unfold(cells, kernel_size=scale).long()[0].T
+
+
+def short_side_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """``(W, H)`` → ``(W', H')`` with the shorter side ``side`` and the longer scaled and truncated (torchvision
+    ``Resize(side)``)."""
+    width, height = size
+    if width <= height:
+        return side, int(side * height / width)
+    return int(side * width / height), side
+
+
+def crop_offsets(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """``(left, top)`` of the central ``side × side`` crop of a ``(W, H)`` image, rounded as torchvision's
+    ``CenterCrop``."""
+    width, height = size
+    return int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
+
+
+def center_crop(image: Image.Image, side: int) -> Image.Image:
+    """The central ``side × side`` crop of ``image``."""
+    left, top = crop_offsets(image.size, side)
+    return image.crop((left, top, left + side, top + side))
 
 
 class ClipBackbone(nn.Module):
@@ -83,12 +160,25 @@ class ClipBackbone(nn.Module):
 
     @property
     def identity(self) -> str:
-        """Everything that determines an image's features apart from the image and the block."""
+        """Everything that determines an image's features apart from the image and the block (default
+        preprocessing)."""
         return json.dumps([self.arch, self.weights_id, self.preprocess_id])
 
-    def preprocess(self, image: np.ndarray) -> Tensor:
-        """RGB uint8 ``H × W × 3`` → normalised ``3 × S × S`` float tensor (plain resize, no crop)."""
-        resized = Image.fromarray(image).resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+    def variant_identity(self, variant: Preprocess = DEFAULT_PREPROCESS) -> str:
+        """:attr:`identity` for images preprocessed with ``variant`` (the default variant: :attr:`identity`)."""
+        if variant.is_default:
+            return self.identity
+        return json.dumps([self.arch, self.weights_id, self.preprocess_id, variant.id])
+
+    def preprocess(self, image: np.ndarray, variant: Preprocess = DEFAULT_PREPROCESS) -> Tensor:
+        """RGB uint8 ``H × W × 3`` → normalised ``3 × S × S`` float tensor, as ``variant`` says (default: plain
+        bicubic resize, no crop)."""
+        size = self.image_size
+        pil = Image.fromarray(variant.prepare(image))
+        if variant.resize == "resize_centercrop":
+            resized = center_crop(pil.resize(short_side_size(pil.size, size), Image.Resampling.BICUBIC), size)
+        else:
+            resized = pil.resize((size, size), Image.Resampling.BICUBIC)
         x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - self.mean.cpu()) / self.std.cpu()
 
@@ -97,6 +187,11 @@ class ClipBackbone(nn.Module):
         """Named features of ``images`` ``B × 3 × S × S``; each name gives a ``B × ...`` tensor:
 
         - ``block{i}``: patch tokens after block i, raw residual stream, CLS dropped (``B × N × C``);
+        - ``released_tap{i}``: what PromptAD's/FineGrainedAD's released forward hook on block i ends up holding
+          (``B × N × C``): the hook keeps a view of the block output that block i + 1 then updates in place with
+          its attention residual, so the tap is block i's output + block i + 1's (original-path) attention
+          residual ``ls_1(attn(ln_1(x)))``, before its MLP; for the last block the plain output. Equal to the
+          released tensor for models without layer scale (the released dual path skips ``ls_1``);
         - ``embedding``: the projected global image embedding (``B × D``);
         - ``final_tokens``: patch tokens after the last block and ``ln_post``, before ``proj`` (``B × N × C``);
         - ``vv_tokens``: final patch tokens of the V-V ("CLIP Surgery") attention path after ``ln_post`` and
@@ -107,14 +202,18 @@ class ClipBackbone(nn.Module):
         """
         images = images.to(self.mean.device)
         blocks = sorted({int(n.removeprefix("block")) for n in names if n.startswith("block")})
-        self._check_blocks(blocks)
+        released = sorted({int(n.removeprefix("released_tap")) for n in names if n.startswith("released_tap")})
+        self._check_blocks(blocks + released)
         last = self.depth - 1
-        taps = sorted(set(blocks) | {last})  # the last block is always run; tapping it is free
+        taps = sorted(set(blocks) | set(released) | {last})  # the last block is always run; tapping it is free
         out = self.model.visual.forward_intermediates(
-            images, indices=taps, output_fmt="NLC", normalize_intermediates=False
+            images, indices=taps, output_fmt="NLC", normalize_intermediates=False, output_extra_tokens=bool(released)
         )
         tapped = dict(zip(taps, out["image_intermediates"], strict=True))
         result = {f"block{b}": tapped[b] for b in blocks}
+        if released:
+            cls = dict(zip(taps, out["image_intermediates_prefix"], strict=True))
+            result |= {f"released_tap{b}": self._released_tap(b, cls[b], tapped[b]) for b in released}
         if "embedding" in names:
             result["embedding"] = out["image_features"]
         if "final_tokens" in names:
@@ -127,6 +226,19 @@ class ClipBackbone(nn.Module):
             if name.startswith("window"):
                 result[name] = self._encode_windows(images, sliding_windows(self.grid, int(name.removeprefix("window"))))
         return result
+
+    def _released_tap(self, block: int, cls: Tensor, tokens: Tensor) -> Tensor:
+        """Block ``block``'s ``B × N × C`` output ``tokens`` (its ``B × 1 × C`` CLS apart) plus the attention
+        residual the next block adds to it (see ``released_tap`` in :meth:`encode`)."""
+        if block == self.depth - 1:
+            return tokens
+        transformer = self.model.visual.transformer
+        nxt = transformer.resblocks[block + 1]
+        x = torch.cat([cls, tokens], dim=1)
+        x = x if transformer.batch_first else x.transpose(0, 1)
+        residual = nxt.ls_1(nxt.attention(q_x=nxt.ln_1(x)))
+        residual = residual if transformer.batch_first else residual.transpose(0, 1)
+        return tokens + residual[:, 1:]
 
     def _encode_windows(self, images: Tensor, windows: Tensor) -> Tensor:
         """``B × n_windows × D`` embeddings of the windows (``n_windows × w`` patch indices)."""

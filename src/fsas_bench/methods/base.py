@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 from torch import Tensor
 
-from fsas_bench.backbones import BackboneFeatures, FeatureCache
+from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
@@ -140,16 +140,22 @@ class FewShotMethod(L.LightningModule, ABC):
             options = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
             raise UserError(f"{self.name} {field} '{value}' is unknown: use {options}")
 
-    def features(self, batch: dict[str, Any], names: Sequence[str], prefetch: bool = True) -> list[BackboneFeatures]:
+    def features(
+        self,
+        batch: dict[str, Any],
+        names: Sequence[str],
+        prefetch: bool = True,
+        variant: Preprocess = DEFAULT_PREPROCESS,
+    ) -> list[BackboneFeatures]:
         """Named backbone features (``block{i}``, ``embedding``, ...) of each image of a datamodule batch
-        (``path`` and ``sha`` lists); images are decoded only when their features are not cached.
-        ``prefetch=False`` for images no other method reads (auxiliary training data)."""
+        (``path`` and ``sha`` lists), preprocessed as ``variant`` says; images are decoded only when their
+        features are not cached. ``prefetch=False`` for images no other method reads (auxiliary training data)."""
         preprocess = self.cache.backbone.preprocess
 
         def load(i: int) -> Tensor:
-            return preprocess(read_image_rgb(Path(batch["path"][i])))
+            return preprocess(read_image_rgb(Path(batch["path"][i])), variant)
 
-        return self.cache.features(batch["sha"], names, load, prefetch)
+        return self.cache.features(batch["sha"], names, load, prefetch, variant)
 
     def fitted_state(self) -> dict[str, Tensor]:
         """``per_category`` only: what :meth:`set_support` trained, as tensors (saved by the runner as the

@@ -1,13 +1,17 @@
-"""Map operations shared by methods: upsampling, Gaussian smoothing, patch nearest-neighbour distances."""
+"""Map operations shared by methods: upsampling, Gaussian smoothing, patch nearest-neighbour distances,
+mapping centre-crop maps back onto the whole image."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fsas_bench.backbones.clip import crop_offsets, short_side_size
 
 
 def upsample_and_blur(grid_maps: Tensor, size: int, sigma: float) -> Tensor:
@@ -74,3 +78,34 @@ def grid_side(num_tokens: int) -> int:
     if side * side != num_tokens:
         raise ValueError(f"{num_tokens} patch tokens do not form a square grid")
     return side
+
+
+def uncrop_maps(maps: Tensor, image_sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """Maps of centre crops → maps of the whole images, for methods whose input is ``resize_centercrop``.
+
+    Args:
+        maps: ``B × S × S`` maps over the central crop of each image (shorter side resized to S, then the
+            S × S centre, as :class:`~fsas_bench.backbones.Preprocess` ``resize_centercrop``).
+        image_sizes: each image's original ``(W, H)``.
+
+    Returns:
+        ``B × S × S`` maps over each whole image squashed to S × S (the geometry of the evaluation layer's
+        resize to the image frame): inside the crop, the map sampled bilinearly at each pixel centre; outside
+        it, the map's minimum (pixels the method never saw). Square images are returned unchanged.
+    """
+    side = maps.shape[-1]
+    out = []
+    for grid, (width, height) in zip(maps, image_sizes, strict=True):
+        if width == height:
+            out.append(grid)
+            continue
+        resized_w, resized_h = short_side_size((width, height), side)
+        left, top = crop_offsets((resized_w, resized_h), side)
+        centres = (torch.arange(side, dtype=torch.float64) + 0.5) / side
+        gx = 2 * (centres * resized_w - left) / side - 1
+        gy = 2 * (centres * resized_h - top) / side - 1
+        sample = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].to(grid)
+        sampled = F.grid_sample(grid[None, None], sample, mode="bilinear", padding_mode="border", align_corners=False)
+        inside = (sample.abs() <= 1).all(dim=-1)[0]
+        out.append(torch.where(inside, sampled[0, 0], grid.min()))
+    return torch.stack(out)

@@ -10,8 +10,11 @@ from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
 QFORMER_CHOICES = ("random_frozen", "none")
 IMAGE_SCORE_CHOICES = ("segmentation_prompts", "cls_prompts")
 CANDIDATE_OVERFLOW_CHOICES = ("cycle", "raise")
+MEMORY_TAPS = ("block", "released")
 EMBEDDED_EPOCHS = 8
 EMBEDDED_HIRES_FACTOR = 2
+RELEASED_PIPELINE: dict[str, object] = {"memory_tap": "released", "query_bgr_quirk": True, "pre_resize": 1024}
+"""Both released codes: in-place-updated hook taps, BGR queries, cv2 pre-resize to 1024."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,13 @@ class FineGrainedADConfig(MethodConfig):
         output_size: side of the output maps (400).
         map_sigma: Gaussian σ of the pixel map at the output size (4).
         harmonic_eps: epsilon in the harmonic fusion's reciprocals (0: exact, a zero input gives 0).
+        memory_tap: token kind of the memory bank and of the query taps: ``block`` (the clean block output) or
+            ``released`` (what the released hooks hold: block output + the next block's attention residual,
+            backbone feature ``released_tap{i}``).
+        query_bgr_quirk: score queries with red and blue swapped, as the released test loop does (it reads
+            BGR with cv2 and converts only the shots to RGB).
+        pre_resize: square OpenCV bilinear resize of every image (shots, queries, the shots' MLSA view) before
+            the backbone's own resize, as the released loaders do (1024); 0 = none.
     """
 
     mfsc_levels: str = "full"
@@ -74,13 +84,17 @@ class FineGrainedADConfig(MethodConfig):
     output_size: int = 400
     map_sigma: float = 4.0
     harmonic_eps: float = 0.0
+    memory_tap: str = "block"
+    query_bgr_quirk: bool = False
+    pre_resize: int = 0
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111, bf16 training, the released MLSA region maps and the
-        top-k that fails on too few handle candidates (everything else is the default)."""
-        preset = {"mode": "faithful", "seed": 111, "precision": "bf16-mixed", "mlsa_regions": "released",
-                  "candidate_overflow": "raise"}  # fmt: skip
+        """The released script's settings: seed 111, bf16 training, the released taps and input pipeline, the
+        released MLSA region maps and the top-k that fails on too few handle candidates (everything else is the
+        default)."""
+        preset = {"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE,
+                  "mlsa_regions": "released", "candidate_overflow": "raise"}  # fmt: skip
         return cls(**{**preset, **changes})
 
     @classmethod
@@ -102,8 +116,9 @@ class PromptADConfig(FineGrainedADConfig):
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """PromptAD's released settings: seed 111, fp16 (GPU only), and image scores from the separately trained
-        CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no attributes (no top-k)."""
-        return cls(**{
-            "mode": "faithful", "seed": 111, "precision": "16-mixed", "image_score": "cls_prompts", **changes
-        })  # fmt: skip
+        """PromptAD's released settings: seed 111, fp16 (GPU only), the released taps and input pipeline, and image
+        scores from the separately trained CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no
+        attributes (no top-k)."""
+        preset = {"mode": "faithful", "seed": 111, "precision": "16-mixed", **RELEASED_PIPELINE,
+                  "image_score": "cls_prompts"}  # fmt: skip
+        return cls(**{**preset, **changes})

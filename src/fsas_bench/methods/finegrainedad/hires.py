@@ -1,5 +1,5 @@
 """High-resolution view of the shots for MLSA (spec §6.1): resize to f·S, cut f × f tiles of S px, encode
-each tile's V-V tokens, stitch them into one (f·g) × (f·g) grid. Cached per (backbone, image, f)."""
+each tile's V-V tokens, stitch them into one (f·g) × (f·g) grid. Cached per (backbone, image, f, variant)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fsas_bench.backbones import ClipBackbone
+from fsas_bench.backbones import DEFAULT_PREPROCESS, ClipBackbone, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
 
@@ -32,11 +32,14 @@ def stitch(tiles: Tensor, factor: int) -> Tensor:
     return grid.reshape(factor * side * factor * side, -1)
 
 
-def hires_vv_tokens(backbone: ClipBackbone, path: Path, sha: str, factor: int) -> Tensor:
-    """``(f·g)² × D`` V-V tokens of the high-resolution tiled image (unnormalised)."""
-    key = (backbone.identity, sha, factor)
+def hires_vv_tokens(
+    backbone: ClipBackbone, path: Path, sha: str, factor: int, variant: Preprocess = DEFAULT_PREPROCESS
+) -> Tensor:
+    """``(f·g)² × D`` V-V tokens of the high-resolution tiled image (unnormalised); ``variant``'s pre-resize and
+    channel steps come first (the released code tiles the 1024-px pre-resized shot)."""
+    key = (backbone.variant_identity(variant), sha, factor)
     if key not in _CACHE:
-        tiles = tile_images(read_image_rgb(path), backbone.image_size, factor)
+        tiles = tile_images(variant.prepare(read_image_rgb(path)), backbone.image_size, factor)
         batch = torch.stack([backbone.preprocess(t) for t in tiles]).to(backbone.mean.device)
         _CACHE[key] = stitch(vv_patch_tokens(backbone.model.visual, batch), factor).cpu()
         while len(_CACHE) > CACHE_ENTRIES:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from fsas_bench.backbones import FeatureCache
+from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
@@ -24,7 +24,7 @@ from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
 from fsas_bench.methods.finegrainedad.config import (
-    CANDIDATE_OVERFLOW_CHOICES, IMAGE_SCORE_CHOICES, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig,
+    CANDIDATE_OVERFLOW_CHOICES, IMAGE_SCORE_CHOICES, MEMORY_TAPS, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig,
 )  # fmt: skip
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
@@ -52,6 +52,7 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("mfsc_levels", MFSC_LEVELS)
         self.require_choice("qformer", QFORMER_CHOICES)
+        self.require_choice("memory_tap", MEMORY_TAPS)
         self.require_choice("mlsa_regions", MLSA_REGIONS)
         self.require_choice("image_score", IMAGE_SCORE_CHOICES)
         self.require_choice("candidate_overflow", CANDIDATE_OVERFLOW_CHOICES)
@@ -61,7 +62,10 @@ class FineGrainedAD(FewShotMethod):
             )
         backbone = cache.backbone
         self.blocks = config.blocks or _proportional_blocks(backbone.depth)
-        self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding", "vv_tokens"]
+        self.tap_names = [f"{'block' if config.memory_tap == 'block' else 'released_tap'}{b}" for b in self.blocks]
+        self.feature_names = [*self.tap_names, "embedding", "vv_tokens"]
+        self.shot_input = Preprocess(pre_resize=config.pre_resize)
+        self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
         self.learner: PromptLearner | None = None
         self.cls_learner: PromptLearner | None = None
@@ -81,7 +85,7 @@ class FineGrainedAD(FewShotMethod):
     # --- per-category training -------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names, variant=self.shot_input)]
         if not feats:
             raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
         config = self.config
@@ -115,7 +119,7 @@ class FineGrainedAD(FewShotMethod):
                 self._fit(self.learner, self.losses, self.loss_history)
                 if config.image_score == "cls_prompts":
                     self._fit_cls_prompts(record, vocab, torch.stack([f["embedding"] for f in feats]).to(device))
-        memory = [torch.cat([f[f"block{b}"] for f in feats]).to(device) for b in self.blocks]
+        memory = [torch.cat([f[name] for f in feats]).to(device) for name in self.tap_names]
         image_candidates = self.candidates(self.cls_learner) if self.cls_learner is not None else None
         self.scorer.set_state(memory, *self.candidates(self.learner), self.tau, image_candidates)
 
@@ -155,7 +159,7 @@ class FineGrainedAD(FewShotMethod):
             families = self.learner()
         backbone = self.cache.backbone
         hires = torch.stack([
-            hires_vv_tokens(backbone, Path(path), sha, self.config.hires_factor)
+            hires_vv_tokens(backbone, Path(path), sha, self.config.hires_factor, self.shot_input)
             for batch in batches for path, sha in zip(batch["path"], batch["sha"], strict=True)
         ])  # fmt: skip
         entity_text = torch.stack([f.normal for f in families[1:-1]]).cpu()
@@ -254,8 +258,8 @@ class FineGrainedAD(FewShotMethod):
         device = self._shot_tokens.device
         maps, scores = [], []
         with torch.no_grad():
-            for f in self.features(batch, self.feature_names):
-                taps = [f[f"block{b}"].to(device) for b in self.blocks]
+            for f in self.features(batch, self.feature_names, variant=self.query_input):
+                taps = [f[name].to(device) for name in self.tap_names]
                 pixel, score = self.scorer(taps, f["vv_tokens"].to(device), f["embedding"].to(device))
                 maps.append(pixel)
                 scores.append(score)

@@ -9,12 +9,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from pathlib import Path
+
 import lightning as L
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from fsas_bench.backbones import BackboneFeatures, FeatureCache
+from fsas_bench.backbones import BackboneFeatures, FeatureCache, Preprocess
+from fsas_bench.backbones.clip import RESIZE_RULES
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
@@ -22,6 +26,7 @@ from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.methods.inctrl.torch_model import (
     LOSSES, PIXEL_MAPS, InCTRLInputs, InCTRLModel, inctrl_loss, text_prototypes,
 )  # fmt: skip
+from fsas_bench.methods.ops import uncrop_maps
 from fsas_bench.methods.registry import register_method
 from fsas_bench.methods.winclip.prompts import prompt_ensemble
 
@@ -46,6 +51,10 @@ class InCTRLConfig(MethodConfig):
         pixel_map: ``Mx`` (M upsampled, default extension) or ``holistic`` (M + s_i + s_a upsampled, extension).
         map_sigma: Gaussian smoothing of the map in pixels of the backbone's input frame (4 at 240 px).
         class_names: ``(category, object name)`` overrides of the text prior; default: underscores → spaces.
+        preprocess: ``resize`` (straight S × S) or ``resize_centercrop`` (released: shorter side to S, centre
+            S × S crop, for training, prompts and queries). With the crop the pixel map covers only the crop; it
+            is mapped back onto the whole image and pixels outside the crop score the map's minimum
+            (:func:`~fsas_bench.methods.ops.uncrop_maps`; the released code has no pixel evaluation).
     """
 
     blocks: tuple[int, ...] = ()
@@ -59,6 +68,12 @@ class InCTRLConfig(MethodConfig):
     pixel_map: str = "Mx"
     map_sigma: float = 4.0
     class_names: tuple[tuple[str, str], ...] = ()
+    preprocess: str = "resize"
+
+    @classmethod
+    def faithful(cls, **changes: object) -> InCTRLConfig:
+        """The released code's settings: its Resize + CenterCrop input transform (the recipe is the default)."""
+        return cls(**{"mode": "faithful", "preprocess": "resize_centercrop", **changes})
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
@@ -80,6 +95,8 @@ class InCTRL(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("loss", LOSSES)
         self.require_choice("pixel_map", PIXEL_MAPS)
+        self.require_choice("preprocess", RESIZE_RULES)
+        self.input = Preprocess(resize=config.preprocess)
         backbone = cache.backbone
         self.blocks = config.blocks or default_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding"]
@@ -94,7 +111,7 @@ class InCTRL(FewShotMethod):
     # --- evaluation -------------------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.feature_names)]
+        feats = [f for batch in batches for f in self.features(batch, self.feature_names, variant=self.input)]
         if not feats:
             raise UserError("inctrl needs at least one prompt image: use --shots 1 or more")
         self.prompt_tokens = _pool_prompts(self._tokens(feats)).to(self.device)
@@ -104,11 +121,13 @@ class InCTRL(FewShotMethod):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:
         out = self.model(self.query_inputs(batch))
         maps = self.model.anomaly_maps(out)
+        if self.input.resize == "resize_centercrop":
+            maps = uncrop_maps(maps, [_image_size(Path(p)) for p in batch["path"]])
         return MethodOutput(anomaly_maps=maps.float().cpu(), image_scores=out.score.float().cpu())
 
     def query_inputs(self, batch: dict[str, Any]) -> InCTRLInputs:
         """Model inputs of a query batch against the current category's prompts (shared, not copied)."""
-        feats = self.features(batch, self.feature_names)
+        feats = self.features(batch, self.feature_names, variant=self.input)
         return InCTRLInputs(
             query_tokens=self._tokens(feats).to(self.device),
             prompt_tokens=self.prompt_tokens[None],
@@ -155,8 +174,8 @@ class InCTRL(FewShotMethod):
 
     def episode_loss(self, batch: dict[str, Any]) -> Tensor:
         """The loss of one training batch of :class:`BalancedEpisodes`."""
-        queries = self.features(batch["query"], self.feature_names, prefetch=False)
-        prompts = self.features(batch["prompts"], self.feature_names, prefetch=False)
+        queries = self.features(batch["query"], self.feature_names, prefetch=False, variant=self.input)
+        prompts = self.features(batch["prompts"], self.feature_names, prefetch=False, variant=self.input)
         n, shot = len(queries), len(prompts) // len(queries)
         tokens = self._tokens(prompts)
         inputs = InCTRLInputs(
@@ -192,6 +211,12 @@ class InCTRL(FewShotMethod):
     @staticmethod
     def _embeddings(feats: list[BackboneFeatures]) -> Tensor:
         return torch.stack([f["embedding"] for f in feats])
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(W, H)`` of the image file (header only)."""
+    with Image.open(path) as image:
+        return image.size
 
 
 def _pool_prompts(tokens: Tensor) -> Tensor:
