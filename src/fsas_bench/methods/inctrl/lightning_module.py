@@ -7,6 +7,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
+from fsas_bench.methods.inctrl.released import load_released
 from fsas_bench.methods.inctrl.torch_model import (
     LOSSES, PIXEL_MAPS, InCTRLInputs, InCTRLModel, inctrl_loss, text_prototypes,
 )  # fmt: skip
@@ -46,6 +48,8 @@ class InCTRLConfig(MethodConfig):
         pixel_map: ``Mx`` (M upsampled, default extension) or ``holistic`` (M + s_i + s_a upsampled, extension).
         map_sigma: Gaussian smoothing of the map in pixels of the backbone's input frame (4 at 240 px).
         class_names: ``(category, object name)`` overrides of the text prior; default: underscores → spaces.
+        checkpoint: a released ``.pyth`` checkpoint whose ψ, η, φ replace the auxiliary training (``{k}`` in
+            the path = the shot count, the released models being per k); empty = train (default).
     """
 
     blocks: tuple[int, ...] = ()
@@ -59,6 +63,7 @@ class InCTRLConfig(MethodConfig):
     pixel_map: str = "Mx"
     map_sigma: float = 4.0
     class_names: tuple[tuple[str, str], ...] = ()
+    checkpoint: str = ""
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
@@ -121,10 +126,14 @@ class InCTRL(FewShotMethod):
 
     def fit_auxiliary(self, auxiliary: DatasetIndex, target: DatasetIndex, shot: int) -> None:
         """Train ψ, η, φ on the whole auxiliary set (train + test, image labels) with ``shot`` prompts per query;
-        ``target`` is never read. Draws come from a generator seeded from the (runner-seeded) torch RNG."""
+        ``target`` is never read. Draws come from a generator seeded from the (runner-seeded) torch RNG. With
+        ``checkpoint`` set, ψ, η, φ are loaded from the released file instead (no training)."""
         if shot < 1:
             raise UserError("inctrl trains one model per shot count k ≥ 1: use --shots 1 or more")
         config = self.config
+        if config.checkpoint:  # the released weights stand in for training
+            load_released(self.model, Path(config.checkpoint.replace("{k}", str(shot))))
+            return
         pool = [s for c in auxiliary.categories for split in ("train", "test") for s in auxiliary.split(c, split)]
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
         episodes = BalancedEpisodes(
