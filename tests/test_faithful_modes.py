@@ -3,16 +3,20 @@ category (status ok, finite metrics, ``mode=faithful`` in the rows), and the uni
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pandas as pd
 import pytest
 import torch
 
+from fsas_bench.cli import main
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method, list_methods
 from fsas_bench.methods.base import with_overrides
 from fsas_bench.methods.dictas import validation as dictas_validation
+from fsas_bench.runner.regress import Selection, SnapshotConfig, SnapshotSweep, check_matches, sweep_spec
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 
 FAITHFUL = [name for name in list_methods() if get_method(name).config_cls.faithful_preset("synthetic") is not None]
@@ -78,3 +82,37 @@ def test_for_run_keeps_the_embedded_schedule_and_reports_methods_without_a_prese
     spec = SweepSpec(out=tmp_path, methods=("patchknn", "dictas"), categories=("hex_nut",), shots=(1,), seeds=(0,),
                      pretrained="none", mode="faithful")  # fmt: skip
     assert Sweep(spec).benchmark_only == ["patchknn"]
+
+
+def test_cli_mode_option_list_column_and_the_up_front_notice(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    listed = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 4}
+    assert "faithful preset" in text and "no (runs benchmark)" in listed["patchknn"]
+    assert listed["dictas"].rstrip(" │").endswith("yes")
+    assert main(["run", "--mode", "exact", "--methods", "patchknn"]) == 2
+    assert "--mode" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["run", "--mode", "faithful", "--methods", "patchknn", "--categories", "hex_nut", "--shots", "1",
+                 "--seeds", "0", "--pretrained", "none", "--out", str(out)]) == 0  # fmt: skip
+    assert "no faithful preset for patchknn" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "results.csv", dtype=str)["mode"]) == {"benchmark"}
+
+
+def test_regress_sidecars_carry_the_mode_and_old_ones_mean_benchmark(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"sweep": {"methods": ["dictas"], "shots": [1]}}))
+    assert SnapshotConfig.load(old).sweep.mode == "benchmark"
+    new = tmp_path / "new.json"
+    new.write_text(SnapshotConfig(SnapshotSweep(methods=("dictas",), mode="faithful")).to_json({}))
+    config = SnapshotConfig.load(new)
+    assert config.sweep.mode == "faithful" and sweep_spec(config, Selection(), "cpu").mode == "faithful"
+    sweep = SnapshotSweep(shots=(1,), seeds=(0,))
+    rows = pd.DataFrame({"dataset": ["synthetic"], "shot": ["1"], "seed": ["0"], "backbone": ["fsas-tiny"],
+                         "method": ["dictas"], "category": ["tile"]})  # fmt: skip
+    faithful = dataclasses.replace(sweep, mode="faithful")
+    check_matches(faithful, rows.assign(mode="faithful"))
+    check_matches(faithful, rows.assign(mode="benchmark"))  # methods without a preset
+    with pytest.raises(UserError, match="mode faithful"):
+        check_matches(sweep, rows.assign(mode="faithful"))
