@@ -59,9 +59,11 @@ def _method(backbone, **changes):
 
 
 @pytest.mark.parametrize("container", ["state_dict", "checkpoint_helper"])
-def test_released_checkpoint_loads_strictly_and_drives_the_scores(container, tiny_backbone, dims, image_files, tmp_path):
+def test_released_checkpoint_loads_strictly_and_drives_the_scores(container, tiny_backbone, dims, image_files,
+                                                                   tmp_path):
     state = released_layout(*dims, seed=1)
-    content = state if container == "state_dict" else {"epoch": 5, "model_state": state, "cfg": "SOLVER:\n  MAX_EPOCH: 10\n"}
+    helper = {"epoch": 5, "model_state": state, "cfg": "SOLVER:\n  MAX_EPOCH: 10\n"}  # the checkpoint helper's dict
+    content = state if container == "state_dict" else helper
     path = tmp_path / "checkpoint_6.pyth"
     torch.save(content, path)
     method = _method(tiny_backbone, checkpoint=str(path))

@@ -148,7 +148,7 @@ class DictAS(FewShotMethod):
             return p_map
         if self.config.transductive:
             if self.score_range is None:
-                raise RuntimeError("official_transductive scores need the whole query set (set_queries, then a Trainer)")
+                raise RuntimeError("official_transductive scores need the query set (set_queries, then a Trainer)")
             map_lo, map_hi, text_lo, text_hi = self.score_range
             alpha = self.settings.alpha
             return alpha * (p_text - text_lo) / (text_hi - text_lo + 1e-6) + (1 - alpha) * (p_map - map_lo) / (
