@@ -113,6 +113,7 @@ def test_resume_after_kill_gives_the_same_csv(tmp_path):
         (["--device", "tpu"], "--device 'tpu' is unknown"),
         (["--data-root", "/no/such/dir"], "is not a directory"),
         (["--bogus"], "unrecognized arguments"),
+        (["--mode", "exact"], "invalid choice: 'exact'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
@@ -215,6 +216,7 @@ def test_method_settings_from_the_command_line(tmp_path, capsys):
     assert set(rows["flags"]) == {"blocks=(0, 2);sigma=0.0"}
     for bad, needle in ((["--set", "patchknn.sigma"], "is malformed"), (["--set", "patchknn.nope=1"], "is not a setting"),
                         (["--set", "patchknn.sigma=big"], "cannot read 'big' as float"),
-                        (["--set", "nope.x=1"], "unknown method 'nope'")):  # fmt: skip
+                        (["--set", "nope.x=1"], "unknown method 'nope'"),
+                        (["--set", "patchknn.mode=faithful"], "choose the preset with --mode")):  # fmt: skip
         assert main(["run", "--methods", "patchknn", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert needle in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "PromptAD seeds folder or an fsas-bench manifest; needs one --datasets")  # fmt: skip
     run.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
                      help="override a method config field, e.g. dictas.epochs=10 (repeatable; recorded in flags)")
+    run.add_argument("--mode", default="benchmark", choices=("benchmark", "faithful"),
+                     help="benchmark (default) or faithful: each method's released-code preset where it has one "
+                          "(see 'fsas-bench list'; the others run in benchmark mode; recorded in the mode column)")
     run.add_argument("--anomaly-textures", type=Path,
                      help="texture folder (e.g. DTD images) for synthetic anomalies of methods that paste them")
     run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
@@ -165,8 +168,10 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         frame=EvalFrame.parse(args.eval_size, args.mask_resize),
         resume=not args.no_resume,
         feature_cache_dir=args.feature_cache,
+        mode=args.mode,
     )
     sweep = Sweep(spec)
+    _report_benchmark_only(sweep, console)
     _run_with_progress(sweep)
     md_path, csv_path = write_leaderboards(out)
     table = aggregate(load_results(out / "results.csv"))
@@ -185,6 +190,13 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     console.print(f"results: {out / 'results.csv'}\nleaderboards: {md_path}, {csv_path}")
 
 
+def _report_benchmark_only(sweep: Sweep, console: Console) -> None:
+    """State which methods ``--mode faithful`` leaves in benchmark mode (no faithful preset)."""
+    if sweep.benchmark_only:
+        console.print(f"--mode {sweep.spec.mode}: no {sweep.spec.mode} preset for {', '.join(sweep.benchmark_only)}, "
+                      "which run in benchmark mode (their rows say mode=benchmark)")  # fmt: skip
+
+
 def _rerun(config: SnapshotConfig, selection: Selection, device: str, fits: Path | None, console: Console) -> Path:
     """Run (resuming) the snapshot's sweep restricted to ``selection``, evaluating the reference ``fits`` (None:
     training everything); the path of its results.csv."""
@@ -194,6 +206,7 @@ def _rerun(config: SnapshotConfig, selection: Selection, device: str, fits: Path
     sweep = Sweep(sweep_spec(config, selection, device, fits))
     what = "training every method" if fits is None else f"evaluating the reference fits in {fits}"
     console.print(f"running the snapshot's sweep ({len(sweep.cells)} cells, resumable; {what}) in {sweep.spec.out}")
+    _report_benchmark_only(sweep, console)
     _run_with_progress(sweep)
     return sweep.spec.out / "results.csv"
 
@@ -254,15 +267,17 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 def _list(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.backbones import list_backbones
     from fsas_bench.backbones.registry import shipped_arches, shipped_tags
-    from fsas_bench.data.registry import catalog
+    from fsas_bench.data.registry import EMBEDDED_DATASET, catalog
     from fsas_bench.methods import get_method, list_methods
 
     methods = Table(title="methods")
-    for col in ("name", "fit scope", "zero-shot", "transductive"):
+    for col in ("name", "fit scope", "zero-shot", "transductive", "faithful preset"):
         methods.add_column(col)
     for name in list_methods():
         cls = get_method(name)
-        methods.add_row(name, cls.fit_scope, "yes" if cls.supports_zero_shot else "no", str(cls.transductive).lower())
+        faithful = "yes" if cls.config_cls.faithful_preset(EMBEDDED_DATASET) is not None else "no (runs benchmark)"
+        methods.add_row(name, cls.fit_scope, "yes" if cls.supports_zero_shot else "no",
+                        str(cls.transductive).lower(), faithful)  # fmt: skip
     datasets = Table(title="datasets")
     for col in ("name", "source", "available", "note"):
         datasets.add_column(col)

@@ -8,7 +8,7 @@ to the evaluation frame and scores them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,6 +23,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
 
 FitScope = Literal["none", "per_category", "auxiliary"]
+MODES = ("benchmark", "faithful")
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,31 @@ class MethodConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
-        """The config a sweep uses on ``dataset``: the defaults, unless a method shortens its schedule for the
+        """The benchmark config on ``dataset``: the defaults, unless a method shortens its schedule for the
         embedded synthetic sets (then the change shows in ``flags`` and ``method_cfg_hash``)."""
         return cls()
+
+    @classmethod
+    def faithful_preset(cls, dataset: str) -> MethodConfig | None:
+        """The released code's settings on ``dataset`` (``mode=faithful``); None: the method has no faithful
+        preset, and ``--mode faithful`` runs it in benchmark mode."""
+        return None
+
+    @classmethod
+    def for_run(cls, dataset: str, mode: str = "benchmark") -> MethodConfig:
+        """The config a sweep uses (``fsas-bench run --mode``): :meth:`for_dataset`, and in faithful mode with
+        every field the :meth:`faithful_preset` changes from the defaults on top, so dataset adaptations the
+        preset leaves alone (the embedded short schedule, caption files) are kept."""
+        if mode not in MODES:
+            raise UserError(f"--mode '{mode}' is unknown: use benchmark or faithful")
+        config = cls.for_dataset(dataset)
+        preset = cls.faithful_preset(dataset) if mode == "faithful" else None
+        if preset is None:
+            return config
+        defaults = cls()
+        changes = {f.name: getattr(preset, f.name) for f in fields(preset)
+                   if f.init and getattr(preset, f.name) != getattr(defaults, f.name)}  # fmt: skip
+        return replace(config, **changes)
 
 
 def with_overrides(config: MethodConfig, overrides: dict[str, str]) -> MethodConfig:
@@ -59,6 +82,8 @@ def with_overrides(config: MethodConfig, overrides: dict[str, str]) -> MethodCon
     current = config.to_dict()
     values: dict[str, Any] = {}
     for name, text in overrides.items():
+        if name == "mode":
+            raise UserError("'mode' cannot be set with --set: choose the preset with --mode benchmark|faithful")
         if name not in current or not any(f.name == name and f.init for f in fields(config)):
             raise UserError(
                 f"'{name}' is not a setting of {type(config).__name__}: choose from {', '.join(sorted(current))}"
@@ -166,6 +191,11 @@ class FewShotMethod(L.LightningModule, ABC):
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         """Build the per-category state (memory, text prototypes, fitted prompts, ...) from the k references
         (``batches`` is empty for zero-shot)."""
+
+    def set_queries(self, batches: Iterable[dict[str, Any]]) -> None:
+        """Called after :meth:`set_support` with the category's whole query set (a re-iterable of the batches
+        the predict loop will see, never the live loop's own loader). Inductive methods ignore it; transductive
+        ones read it during prediction (e.g. a first pass in ``on_predict_epoch_start``)."""
 
     def fit_auxiliary(self, auxiliary: DatasetIndex, target: DatasetIndex, shot: int) -> None:
         """Train the method's learnable part on ``auxiliary`` (``fit_scope = auxiliary``).

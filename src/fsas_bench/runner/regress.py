@@ -79,6 +79,7 @@ class SnapshotSweep:
     eval_size: str = "native"
     mask_resize: str = "area>0.5"
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # method → {field: value} (``--set``)
+    mode: str = "benchmark"  # ``--mode`` (absent in older sidecars: benchmark)
 
 
 @dataclass(frozen=True)
@@ -496,6 +497,12 @@ def check_matches(sweep: SnapshotSweep, results: pd.DataFrame) -> None:
                 f"results have {column} {', '.join(sorted(found))} but the sidecar's sweep records "
                 f"{', '.join(sorted(wanted))}: edit the sidecar's sweep or pass matching results"
             )
+    modes = set(results["mode"])
+    if not modes <= {sweep.mode, "benchmark"}:  # methods without a faithful preset run in benchmark mode
+        raise UserError(
+            f"results have mode {', '.join(sorted(modes))} but the sidecar's sweep records mode {sweep.mode}: "
+            "edit the sidecar's sweep or pass matching results"
+        )
 
 
 def sweep_spec(config: SnapshotConfig, selection: Selection, device: str, fits: Path | None) -> SweepSpec:
@@ -521,6 +528,7 @@ def sweep_spec(config: SnapshotConfig, selection: Selection, device: str, fits: 
         device=device,
         frame=EvalFrame.parse(sweep.eval_size, sweep.mask_resize),
         overrides=sweep.overrides,
+        mode=sweep.mode,
         reference_fits=fits,
     )
 

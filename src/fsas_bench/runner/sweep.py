@@ -62,6 +62,7 @@ class SweepSpec:
     feature_cache_dir: Path | None = None
     shot_lists: tuple[Path, ...] = ()  # fixed reference lists replacing the seeded draws
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # method → {config field: value text}
+    mode: str = "benchmark"  # ``faithful``: each method's faithful preset where it has one
     allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
     reference_fits: Path | None = None  # committed checkpoints evaluated instead of any training (regress)
 
@@ -99,10 +100,12 @@ class Sweep:
         )
         self.cache = FeatureCache(self.backbone, spec.feature_cache_dir)
         self.configs = {
-            (name, dataset): with_overrides(cls.config_cls.for_dataset(dataset), spec.overrides.get(name, {}))
+            (name, dataset): with_overrides(cls.config_cls.for_run(dataset, spec.mode), spec.overrides.get(name, {}))
             for name, cls in self.methods.items()
             for dataset in self.indexes
         }
+        self.benchmark_only = sorted({name for (name, _), c in self.configs.items() if c.mode != spec.mode})
+        """Methods without a preset of the requested mode (they run in benchmark mode; rows say so)."""
         for (name, _), config in self.configs.items():
             self.cache.prefetch.update(self.methods[name](config, self.cache).feature_names)
         self.auxiliary = {
@@ -245,6 +248,7 @@ class Sweep:
                 base.update(checkpoint_sha=digest)
         start = time.perf_counter()
         method.set_support(list(data.support_dataloader()), cell.category)
+        method.set_queries(data.predict_dataloader())  # a loader of its own, not the predict loop's
         fitted = time.perf_counter()
         if fit is not None:
             if self.reference is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import MethodConfig
 from fsas_bench.methods.dictas.activation import ACTIVATIONS
-from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset
+from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset, official_dataset_for
 from fsas_bench.methods.dictas.training_data import SynthesisSettings
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
@@ -28,7 +28,8 @@ class DictASConfig(MethodConfig):
         official_overrides: apply the official per-dataset layers/scales/σ/α table and the MVTec screw
             reference rotations (needs ``official_dataset``); off = one uniform configuration.
         official_dataset: official name of the evaluation dataset (``mvtec``, ``visa``, ``BTAD``, ``MPDD``,
-            ``mvtec3D``, ``BrasTS``, ``RESC``) for the overrides and the transductive α rule.
+            ``mvtec3D``, ``BrasTS``, ``RESC``, or ``other`` for any dataset outside the released scripts'
+            table) for the overrides and the transductive α rule.
         official_mode: ``segmentation`` (official default) or ``classification`` (§9.5), with the overrides.
         activation: ``native`` (the run's backbone as loaded), ``gelu`` or ``quickgelu`` (DictAS then uses a
             private swapped copy of the backbone; the official code runs GELU).
@@ -128,6 +129,12 @@ class DictASConfig(MethodConfig):
             image_score="official_transductive", vgen_freeze="val_trigger",
         )  # fmt: skip
         return cls(**{**preset, **changes})
+
+    @classmethod
+    def faithful_preset(cls, dataset: str) -> DictASConfig:
+        """:meth:`faithful` on the official spelling of ``dataset`` (``other``: the released code's generic
+        branches, e.g. on the embedded synthetic sets)."""
+        return cls.faithful(official_dataset_for(dataset))
 
     @classmethod
     def for_dataset(cls, dataset: str) -> DictASConfig:

@@ -4,7 +4,7 @@ then segments unseen categories by sparse lookup in a dictionary built from the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class DictAS(FewShotMethod):
         self.dictionary: ReferenceDictionary | None = None
         self.prototypes: Tensor | None = None
         self.score_range: tuple[float, float, float, float] | None = None  # transductive min/max of p_map, p_text
+        self.queries: Iterable[dict[str, Any]] | None = None  # the category's query set (transductive only)
         self.history: list[dict[str, float]] = []  # epoch-mean training metrics
         self.phase2 = False  # g_V frozen, queries pass through it
         self.train_text: Tensor | None = None
@@ -94,7 +95,11 @@ class DictAS(FewShotMethod):
             references = self._with_rotations(references, [p for batch in batches for p in batch["path"]], names)
         self.dictionary = ReferenceDictionary(self.head, references, cache=config.cache_reference_kv)
         self.prototypes = text_prototypes(self.cache.backbone, category).cpu() if self.uses_text else None
-        self.score_range = None
+        self.score_range = self.queries = None
+
+    def set_queries(self, batches: Iterable[dict[str, Any]]) -> None:
+        """Keep the category's query set for the transductive first pass (read on the predict device)."""
+        self.queries = batches if self.config.transductive else None
 
     def _with_rotations(self, references: dict[int, Tensor], paths: list[str], names: list[str]) -> dict[int, Tensor]:
         """Each reference followed by its :data:`SCREW_ROTATIONS` copies (reflect-101 borders, original size)."""
@@ -122,12 +127,13 @@ class DictAS(FewShotMethod):
         return maps, maps.flatten(1).amax(dim=1), p_text
 
     def on_predict_epoch_start(self) -> None:
-        """``official_transductive``: a first pass over the whole query set for the per-category min/max."""
+        """``official_transductive``: a first pass over the query set given to :meth:`set_queries` for the
+        per-category min/max of p_map and p_text (the live predict loader is never iterated here)."""
         if not self.config.transductive:
             return
-        loaders = self.trainer.predict_dataloaders
-        loaders = loaders if isinstance(loaders, list) else [loaders]
-        raw = [self.score(batch)[1:] for loader in loaders for batch in loader]
+        if self.queries is None:
+            raise RuntimeError("official_transductive scores need the whole query set: call set_queries first")
+        raw = [self.score(batch)[1:] for batch in self.queries]
         p_map, p_text = (torch.cat(values) for values in zip(*raw))
         self.score_range = (p_map.min().item(), p_map.max().item(), p_text.min().item(), p_text.max().item())
 
@@ -142,7 +148,7 @@ class DictAS(FewShotMethod):
             return p_map
         if self.config.transductive:
             if self.score_range is None:
-                raise RuntimeError("official_transductive scores need the whole query set (run through a Trainer)")
+                raise RuntimeError("official_transductive scores need the query set (set_queries, then a Trainer)")
             map_lo, map_hi, text_lo, text_hi = self.score_range
             alpha = self.settings.alpha
             return alpha * (p_text - text_lo) / (text_hi - text_lo + 1e-6) + (1 - alpha) * (p_map - map_lo) / (

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from fsas_bench.errors import UserError
 
-OFFICIAL_DATASETS = {name.lower(): name for name in ("mvtec", "visa", "BTAD", "MPDD", "mvtec3D", "BrasTS", "RESC")}
+OFFICIAL_DATASETS = {
+    name.lower(): name for name in ("mvtec", "visa", "BTAD", "MPDD", "mvtec3D", "BrasTS", "RESC", "other")
+}
+"""The released scripts' ``--dataset`` names; ``other`` = any other name (their generic branches)."""
+ALPHA_ZERO_CATEGORIES = ("bracket_brown", "metal1", "metal2", "wood")
+"""Categories whose transductive α is 0 outside MVTec AD and VisA: the released rule is by category name, with
+BTAD's 01/02/03 renamed metal1/wood/metal2 in the released metadata."""
 OFFICIAL_MODES = ("segmentation", "classification")
 SCREW_ROTATIONS = tuple(range(-180, 181, 45))
 """Angles (degrees) of the rotated copies added to each MVTec ``screw`` reference when k ≤ 4."""
@@ -45,11 +51,17 @@ def canonical_dataset(name: str) -> str:
         ) from None
 
 
+def official_dataset_for(dataset: str) -> str:
+    """The released scripts' name of an fsas-bench dataset (``btad`` → ``BTAD``), ``other`` when they have none."""
+    return OFFICIAL_DATASETS.get(dataset.lower(), "other")
+
+
 def official_alpha(dataset: str, category: str) -> float:
-    """α of the transductive fusion: 0.2 on MVTec AD and VisA, 0 on BTAD and MPDD ``bracket_brown``, else 0.5."""
+    """α of the transductive fusion: 0.2 on MVTec AD and VisA; elsewhere 0 on BTAD and for the
+    :data:`ALPHA_ZERO_CATEGORIES` (by name, on any dataset, as released), else 0.5."""
     if dataset in ("mvtec", "visa"):
         return 0.2
-    if dataset == "BTAD" or category == "bracket_brown":
+    if dataset == "BTAD" or category in ALPHA_ZERO_CATEGORIES:
         return 0.0
     return 0.5
 

@@ -98,6 +98,11 @@ class FineGrainedADConfig(MethodConfig):
         return cls(**{**preset, **changes})
 
     @classmethod
+    def faithful_preset(cls, dataset: str) -> FineGrainedADConfig:
+        """:meth:`faithful` (the same on every dataset; PromptADConfig inherits it with its own preset)."""
+        return cls.faithful()
+
+    @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:
         """The shipped caption file of ``dataset`` when there is one; on the embedded synthetic sets also a
         short CPU schedule: 8 epochs and a 2 × 2-tile MLSA view (all recorded in ``flags``)."""

@@ -7,6 +7,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pathlib import Path
@@ -23,6 +24,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
+from fsas_bench.methods.inctrl.released import load_released
 from fsas_bench.methods.inctrl.torch_model import (
     LOSSES, PIXEL_MAPS, InCTRLInputs, InCTRLModel, inctrl_loss, text_prototypes,
 )  # fmt: skip
@@ -55,6 +57,8 @@ class InCTRLConfig(MethodConfig):
             S × S crop, for training, prompts and queries). With the crop the pixel map covers only the crop; it
             is mapped back onto the whole image and pixels outside the crop score the map's minimum
             (:func:`~fsas_bench.methods.ops.uncrop_maps`; the released code has no pixel evaluation).
+        checkpoint: a released ``.pyth`` checkpoint whose ψ, η, φ replace the auxiliary training (``{k}`` in
+            the path = the shot count, the released models being per k); empty = train (default).
     """
 
     blocks: tuple[int, ...] = ()
@@ -69,11 +73,16 @@ class InCTRLConfig(MethodConfig):
     map_sigma: float = 4.0
     class_names: tuple[tuple[str, str], ...] = ()
     preprocess: str = "resize"
+    checkpoint: str = ""
 
     @classmethod
     def faithful(cls, **changes: object) -> InCTRLConfig:
         """The released code's settings: its Resize + CenterCrop input transform (the recipe is the default)."""
         return cls(**{"mode": "faithful", "preprocess": "resize_centercrop", **changes})
+
+    @classmethod
+    def faithful_preset(cls, dataset: str) -> InCTRLConfig:
+        return cls.faithful()
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
@@ -140,10 +149,14 @@ class InCTRL(FewShotMethod):
 
     def fit_auxiliary(self, auxiliary: DatasetIndex, target: DatasetIndex, shot: int) -> None:
         """Train ψ, η, φ on the whole auxiliary set (train + test, image labels) with ``shot`` prompts per query;
-        ``target`` is never read. Draws come from a generator seeded from the (runner-seeded) torch RNG."""
+        ``target`` is never read. Draws come from a generator seeded from the (runner-seeded) torch RNG. With
+        ``checkpoint`` set, ψ, η, φ are loaded from the released file instead (no training)."""
         if shot < 1:
             raise UserError("inctrl trains one model per shot count k ≥ 1: use --shots 1 or more")
         config = self.config
+        if config.checkpoint:  # the released weights stand in for training
+            load_released(self.model, Path(config.checkpoint.replace("{k}", str(shot))))
+            return
         pool = [s for c in auxiliary.categories for split in ("train", "test") for s in auxiliary.split(c, split)]
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
         episodes = BalancedEpisodes(
