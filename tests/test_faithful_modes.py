@@ -105,7 +105,7 @@ def test_regress_sidecars_carry_the_mode_and_old_ones_mean_benchmark(tmp_path):
     new = tmp_path / "new.json"
     new.write_text(SnapshotConfig(SnapshotSweep(methods=("dictas",), mode="faithful")).to_json({}))
     config = SnapshotConfig.load(new)
-    assert config.sweep.mode == "faithful" and sweep_spec(config, Selection(), "cpu").mode == "faithful"
+    assert config.sweep.mode == "faithful" and sweep_spec(config, Selection(), "cpu", None).mode == "faithful"
     sweep = SnapshotSweep(shots=(1,), seeds=(0,))
     rows = pd.DataFrame({"dataset": ["synthetic"], "shot": ["1"], "seed": ["0"], "backbone": ["fsas-tiny"],
                          "method": ["dictas"], "category": ["tile"]})  # fmt: skip
