@@ -18,6 +18,7 @@ from fsas_bench.methods.base import with_overrides
 from fsas_bench.methods.dictas import validation as dictas_validation
 from fsas_bench.runner.regress import Selection, SnapshotConfig, SnapshotSweep, check_matches, sweep_spec
 from fsas_bench.runner.sweep import Sweep, SweepSpec
+from fsas_bench.runner.training import ReferenceFits
 
 FAITHFUL = [name for name in list_methods() if get_method(name).config_cls.faithful_preset("synthetic") is not None]
 FAST = {
@@ -62,6 +63,11 @@ def test_faithful_mode_runs_every_preset_through_the_runner(method, tmp_path, mo
     assert all(math.isfinite(float(v)) for v in rows["value"])
     assert set(rows["flags"]) == {config.flags()} and "mode=faithful" in config.flags()
     assert set(rows["transductive"]) == {"true" if getattr(config, "transductive", False) else "false"}
+    # the trained state (auxiliary head or per-category prompts) as reference fits: same values, no training
+    ReferenceFits.export(tmp_path, tmp_path / "fits")
+    Sweep(dataclasses.replace(spec, out=tmp_path / "again", reference_fits=tmp_path / "fits")).run()
+    again = pd.read_csv(tmp_path / "again" / "results.csv", dtype=str, keep_default_na=False)
+    assert list(again["value"]) == list(rows["value"]) and list(again["checkpoint_sha"]) == list(rows["checkpoint_sha"])
 
 
 def test_for_run_keeps_the_embedded_schedule_and_reports_methods_without_a_preset(tmp_path):

@@ -109,7 +109,7 @@ class FineGrainedAD(FewShotMethod):
             self.cls_learner = None
             if self.reference_fit is not None:  # the prompts of an earlier fit: no training
                 if config.image_score == "cls_prompts":
-                    self.cls_learner = self.prompt_learner(families, config.n_pro_cls).to(device)
+                    self.cls_learner = self.cls_prompt_learner(record, vocab).to(device)
                 self.load_state_dict(self.reference_fit)
             else:
                 self._regions = None
@@ -131,13 +131,17 @@ class FineGrainedAD(FewShotMethod):
             config.candidate_overflow,
         )  # fmt: skip
 
+    def cls_prompt_learner(self, record: CaptionRecord, vocab: Vocabularies) -> PromptLearner:
+        """A fresh learner of PromptAD's image-score prompts (class-name family, ``n_pro_cls`` normal contexts)."""
+        config = self.config
+        families = build_families(record, vocab, "none", self.train_seed, config.n_pro_cls, config.n_pro_ab)
+        return self.prompt_learner(families, config.n_pro_cls)
+
     def _fit_cls_prompts(self, record: CaptionRecord, vocab: Vocabularies, embeddings: Tensor) -> None:
         """PromptAD's separate image-score prompts (``train_cls.py``): a fresh run from the train seed with
         ``n_pro_cls`` normal contexts, trained on the ``k × D`` global embeddings of the shots."""
-        config = self.config
         torch.manual_seed(self.train_seed)  # the released CLS training is its own seeded run
-        families = build_families(record, vocab, "none", self.train_seed, config.n_pro_cls, config.n_pro_ab)
-        self.cls_learner = self.prompt_learner(families, config.n_pro_cls).to(embeddings.device)
+        self.cls_learner = self.cls_prompt_learner(record, vocab).to(embeddings.device)
         self._shot_embeddings = F.normalize(embeddings, dim=-1)
         self.cls_loss_history = []
         self._fit(self.cls_learner, self.cls_losses, self.cls_loss_history)
