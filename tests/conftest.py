@@ -44,3 +44,14 @@ def image_files(tmp_path: Path):
 
     return make
 
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module of tiny models: threads gain nothing there and contend on 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

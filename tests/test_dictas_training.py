@@ -27,13 +27,7 @@ from tests.helpers import split_batch
 SMALL = dict(batch_size=4, work_size=128, paste_size=128, anomaly_probability=0.5, data_workers=0, blocks=(2, 5))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tiny models gain nothing from intra-op threads, which only contend on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def subset(index, categories, per_category):

@@ -30,13 +30,7 @@ FAST = {
 """The shortest schedules, through ``--set`` (fields no faithful preset sets)."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_faithful_presets_exist_where_expected():
