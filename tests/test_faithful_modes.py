@@ -9,7 +9,6 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
 from fsas_bench.cli import main
 from fsas_bench.errors import UserError
