@@ -153,7 +153,8 @@ class FewShotMethod(L.LightningModule, ABC):
         """``per_category`` only: the seed of the fit done in :meth:`set_support` (recorded in result rows)."""
         self.reference_fit: dict[str, Tensor] | None = None
         """``per_category`` only: a fitted state (:meth:`fitted_state` of an earlier fit) that
-        :meth:`set_support` loads instead of training; set by the runner for reference-fit regressions."""
+        :meth:`set_support` loads (:meth:`load_fitted_state`) instead of training; set by the runner for
+        reference-fit regressions."""
         self.loss_history: list[float] = []
         """Training loss of every optimiser step of the last fit (auxiliary or per-category), in order: each
         method's ``training_step`` appends to it (the runner stores it with the checkpoint)."""
@@ -183,9 +184,19 @@ class FewShotMethod(L.LightningModule, ABC):
         return self.cache.features(batch["sha"], names, load, prefetch, variant)
 
     def fitted_state(self) -> dict[str, Tensor]:
-        """``per_category`` only: what :meth:`set_support` trained, as tensors (saved by the runner as the
-        cell's checkpoint; loading it through :attr:`reference_fit` reproduces the fit without training)."""
-        return {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        """``per_category`` only: the parameters :meth:`set_support` trained (saved by the runner as the cell's
+        checkpoint). Frozen modules drawn from the train seed are not part of it: they are drawn again."""
+        return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_fitted_state(self, state: dict[str, Tensor]) -> None:
+        """Load a :meth:`fitted_state` into the freshly built (untrained) per-category modules."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        if set(state) != trainable:
+            raise UserError(
+                f"{self.name} fit has parameters {sorted(set(state) ^ trainable)} that do not match the method's: "
+                "regenerate the reference fits with the current code ('fsas-bench regress --update')"
+            )
+        self.load_state_dict(state, strict=False)
 
     @abstractmethod
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:

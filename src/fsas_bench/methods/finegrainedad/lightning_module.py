@@ -110,7 +110,7 @@ class FineGrainedAD(FewShotMethod):
             if self.reference_fit is not None:  # the prompts of an earlier fit: no training
                 if config.image_score == "cls_prompts":
                     self.cls_learner = self.cls_prompt_learner(record, vocab).to(device)
-                self.load_state_dict(self.reference_fit)
+                self.load_fitted_state(self.reference_fit)
             else:
                 self._regions = None
                 if config.mfsc_levels == "full":
