@@ -13,7 +13,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fsas_bench.data.formats.common import build_index, dataset_root
+from fsas_bench.data.formats.common import build_index, dataset_root, under_root
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
@@ -87,13 +87,13 @@ def _sample(
     if label and has_masks and not mask:
         raise UserError(f"mask missing for '{rel_path}' ({where} has no mask_path): add its mask_path")
     return Sample(
-        image_path=root / rel_path,
+        image_path=under_root(root, rel_path, where),
         rel_path=rel_path,
         label=label,
         category=category,
         split=split,
         defect_type=record.get("specie_name") or ("" if label else "good"),
-        mask_path=root / _relative(mask, root, where) if mask else None,
+        mask_path=under_root(root, _relative(mask, root, where), where) if mask else None,
     )
 
 

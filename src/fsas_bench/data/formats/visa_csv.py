@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fsas_bench.data.formats.common import build_index, dataset_root
+from fsas_bench.data.formats.common import build_index, dataset_root, under_root
 from fsas_bench.data.formats.mvtec_tree import load_mvtec_tree
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
@@ -54,12 +54,13 @@ def _row_sample(root: Path, csv_path: Path, line: int, row: dict[str, str]) -> S
     anomalous = LABELS[label] == 1
     if anomalous and not mask:
         raise UserError(f"mask missing for '{image}' (line {line} of '{csv_path}'): fill in its mask column")
+    where = f"line {line} of '{csv_path}'"
     return Sample(
-        image_path=root / image,
+        image_path=under_root(root, image, where),
         rel_path=image,
         label=LABELS[label],
         category=category,
         split=split,
         defect_type="" if anomalous else "good",
-        mask_path=root / mask if anomalous else None,
+        mask_path=under_root(root, mask, where) if anomalous else None,
     )

@@ -1,0 +1,179 @@
+"""Bad input through the console entry point: one line on stderr, exit 2, no traceback, nothing under --out.
+
+Each case builds a small dataset (or file) in ``tmp_path``; ``patchknn`` with one shot and seed is the cheapest
+sweep, and every check here fails while the sweep is being validated, before anything is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fsas_bench.cli import main
+from fsas_bench.errors import UserError
+
+SIZE = (16, 12)  # (W, H) of every test image
+BASE = ["run", "--methods", "patchknn", "--shots", "1", "--seeds", "0"]
+
+
+def _image(path: Path, value: int = 128) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", SIZE, (value, value // 2, 255 - value)).save(path)
+
+
+def _mask(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros(SIZE[::-1], dtype=np.uint8)
+    mask[2:5, 3:7] = 255
+    Image.fromarray(mask).save(path)
+
+
+def _record(img: object, mask: object = "", anomaly: int = 0, cls: str = "part") -> dict[str, object]:
+    return {"img_path": img, "mask_path": mask, "cls_name": cls, "specie_name": "dent" if anomaly else "good",
+            "anomaly": anomaly}  # fmt: skip
+
+
+def meta_dataset(data_root: Path, category: str = "part", **replace: object) -> Path:
+    """``<data_root>/custom`` with a meta.json of one category (2 train, 1 normal + 1 anomalous test image).
+
+    ``replace`` swaps whole records: keys ``train0``, ``train1``, ``test0``, ``test1``.
+    """
+    root = data_root / "custom"
+    for rel in ("train/0.png", "train/1.png", "test/good.png", "test/bad.png"):
+        _image(root / rel)
+    _mask(root / "gt/bad.png")
+    records = {
+        "train0": _record("train/0.png", cls=category), "train1": _record("train/1.png", cls=category),
+        "test0": _record("test/good.png", cls=category), "test1": _record("test/bad.png", "gt/bad.png", 1, category),
+    } | replace  # fmt: skip
+    meta = {"train": {category: [records["train0"], records["train1"]]},
+            "test": {category: [records["test0"], records["test1"]]}}  # fmt: skip
+    (root / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return root
+
+
+def run_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> str:
+    """Run the CLI with ``args`` into a fresh --out and assert the bad-input contract; the error line."""
+    out = tmp_path / "out"
+    before = _tree(tmp_path)
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fsas-bench: error:"), lines
+    assert needle in lines[0] and "Traceback" not in err, lines[0]
+    assert not out.exists()
+    assert _tree(tmp_path) == before, "nothing may be written anywhere"
+    return lines[0]
+
+
+def _tree(root: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}
+
+
+def data_args(tmp_path: Path) -> list[str]:
+    return [*BASE, "--data-root", str(tmp_path / "data"), "--datasets", "custom"]
+
+
+# --- 1. names that become file names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", ["../../x", "..", "a/b", "a\\b", "a\nb", "tab\there", "nul\x00"])
+def test_meta_json_class_names_that_cannot_name_a_file(tmp_path, capsys, category):
+    meta_dataset(tmp_path / "data", category)
+    run_bad(tmp_path, capsys, data_args(tmp_path), "cannot be part of a file name")
+
+
+def test_meta_json_class_name_check_happens_in_the_loader(tmp_path):
+    from fsas_bench.data.formats import load_meta_json
+
+    with pytest.raises(UserError, match="category of dataset 'custom'"):
+        load_meta_json(meta_dataset(tmp_path, "../../x"), "custom")
+
+
+def test_output_names_never_leave_their_folder(tmp_path):
+    from fsas_bench.names import check_name, child_path
+    from fsas_bench.runner.training import TrainJob, fit_relative_path
+
+    assert child_path(tmp_path, "a", "b.json") == tmp_path / "a" / "b.json"
+    for bad in ("", ".", "..", "../x", "x/..", "a\\b", "a\x7fb", "a\rb", 3):
+        with pytest.raises(UserError, match="cannot be part of a file name"):
+            check_name(bad)
+        with pytest.raises(UserError):
+            child_path(tmp_path, "ok", bad)  # type: ignore[arg-type]
+    for dataset, category in (("../d", "c"), ("d", "../c"), ("d", "c/x")):
+        with pytest.raises(UserError, match="cannot be part of a file name"):
+            fit_relative_path("m", "0" * 64, dataset, category, 1, 0)
+    with pytest.raises(UserError, match="cannot be part of a file name"):
+        TrainJob("m", "0" * 64, "../aux", 0, None).relative_path()
+    with pytest.raises(UserError, match="cannot be part of a file name"):
+        TrainJob("m", "0" * 64, "aux", 0, None, target="a/b").relative_path()
+
+
+# --- 2. paths from users' files stay inside the dataset root -----------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["img", "mask"])
+def test_meta_json_relative_path_escaping_the_root(tmp_path, capsys, field):
+    _image(tmp_path / "data" / "outside.png")
+    record = _record("../outside.png", "gt/bad.png", 1) if field == "img" else _record("test/bad.png", "../outside.png", 1)
+    meta_dataset(tmp_path / "data", test1=record)
+    run_bad(tmp_path, capsys, data_args(tmp_path), "leads outside")
+
+
+def test_symlink_out_of_the_dataset_is_refused(tmp_path, capsys):
+    root = meta_dataset(tmp_path / "data")
+    _image(tmp_path / "elsewhere" / "0.png")
+    (root / "train" / "0.png").unlink()
+    (root / "train" / "0.png").symlink_to(tmp_path / "elsewhere" / "0.png")
+    run_bad(tmp_path, capsys, data_args(tmp_path), "leads outside")
+
+
+def test_symlink_inside_the_dataset_and_a_symlinked_root_are_followed(tmp_path):
+    from fsas_bench.data.formats import load_meta_json
+
+    root = meta_dataset(tmp_path / "data")
+    (root / "train" / "0.png").unlink()
+    (root / "train" / "0.png").symlink_to(root / "test" / "good.png")
+    (tmp_path / "link").symlink_to(root)
+    index = load_meta_json(tmp_path / "link", "custom")
+    assert len(index.samples) == 4
+
+
+def test_folder_tree_symlink_out_of_the_dataset_is_refused(tmp_path):
+    from fsas_bench.data.formats import load_mvtec_tree
+
+    root = tmp_path / "mpdd"
+    for rel in ("part/train/good/0.png", "part/test/good/0.png"):
+        _image(root / rel)
+    _image(tmp_path / "elsewhere.png")
+    (root / "part/train/good/1.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(UserError, match="leads outside"):
+        load_mvtec_tree(root, "mpdd")
+
+
+def test_visa_csv_path_escaping_the_root(tmp_path):
+    from fsas_bench.data.formats import load_visa_csv
+
+    root = tmp_path / "visa"
+    _image(tmp_path / "outside.png")
+    (root / "split_csv").mkdir(parents=True)
+    (root / "split_csv" / "1cls.csv").write_text("object,split,label,image,mask\nc,train,normal,../outside.png,\n")
+    with pytest.raises(UserError, match="leads outside") as error:
+        load_visa_csv(root)
+    assert "line 2" in str(error.value)
+
+
+def test_reference_fits_paths_stay_in_their_folder(tmp_path):
+    from fsas_bench.runner.training import ReferenceFits
+
+    (tmp_path / "fits").mkdir()
+    (tmp_path / "secret").write_text("x")
+    for pins in ({"../../secret": "0"}, ["not", "a", "mapping"], {"a": 3}):
+        (tmp_path / "fits" / "fits.json").write_text(json.dumps({"files": pins}))
+        with pytest.raises(UserError, match="fits"):
+            ReferenceFits(tmp_path / "fits")
