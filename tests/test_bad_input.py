@@ -177,3 +177,105 @@ def test_reference_fits_paths_stay_in_their_folder(tmp_path):
         (tmp_path / "fits" / "fits.json").write_text(json.dumps({"files": pins}))
         with pytest.raises(UserError, match="fits"):
             ReferenceFits(tmp_path / "fits")
+
+
+# --- 3. 16-bit, 32-bit integer and float images and masks -------------------------------------------------
+
+
+def _gray_u8() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, SIZE[::-1], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B"])
+def test_sixteen_bit_images_read_like_their_eight_bit_copy(tmp_path, mode):
+    """v = u · 257 maps [0, 255] onto [0, 65535]: the 16-bit image must read exactly as the 8-bit one."""
+    from fsas_bench.data.formats import read_image_rgb
+
+    gray = _gray_u8()
+    wide = gray.astype(np.uint16) * 257
+    dtype = {"I;16B": ">u2", "I;16N": "=u2"}.get(mode, "<u2")
+    Image.frombytes(mode, SIZE, wide.astype(dtype).tobytes()).save(tmp_path / "wide.tif")
+    Image.fromarray(gray).convert("RGB").save(tmp_path / "rgb.png")
+    expected = read_image_rgb(tmp_path / "rgb.png")
+    got = read_image_rgb(tmp_path / "wide.tif")
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    # in-between values are rounded, not truncated: 65535 · 100.6 / 255 → 101
+    Image.fromarray(np.full(SIZE[::-1], round(100.6 * 257), dtype=np.uint16)).save(tmp_path / "mid.png")
+    assert (read_image_rgb(tmp_path / "mid.png") == 101).all()
+
+
+def test_sixteen_bit_image_features_match_the_eight_bit_copy(tmp_path, tiny_backbone):
+    from fsas_bench.data.formats import read_image_rgb
+
+    gray = _gray_u8()
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    Image.fromarray(gray).convert("RGB").save(tmp_path / "rgb.png")
+    wide, rgb = (tiny_backbone.preprocess(read_image_rgb(tmp_path / n)) for n in ("wide.png", "rgb.png"))
+    assert (wide == rgb).all()
+
+
+@pytest.mark.parametrize(("mode", "needle"), [("I", "32-bit integer pixels (mode I)"),
+                                              ("F", "floating-point pixels (mode F)")])  # fmt: skip
+def test_wide_images_are_refused_in_one_line(tmp_path, capsys, mode, needle):
+    root = meta_dataset(tmp_path / "data", test0=_record("test/good.tif"))
+    Image.fromarray(_gray_u8().astype(np.int32 if mode == "I" else np.float32), mode).save(root / "test/good.tif")
+    run_bad(tmp_path, capsys, data_args(tmp_path), needle)
+
+
+def test_unsupported_image_mode_is_refused(tmp_path):
+    from fsas_bench.data.formats import read_image_rgb
+
+    Image.new("LAB", SIZE).save(tmp_path / "lab.tif")
+    with pytest.raises(UserError, match="pixel mode LAB, which fsas-bench does not read"):
+        read_image_rgb(tmp_path / "lab.tif")
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_wide_masks_read_like_their_eight_bit_copy(tmp_path, mode):
+    from fsas_bench.data.formats import read_mask
+
+    values = np.zeros(SIZE[::-1], dtype=np.uint8)
+    values[2:5, 3:7] = 255
+    values[7, 1] = 1  # a faint defect pixel stays a defect
+    Image.fromarray(values).save(tmp_path / "mask.png")
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    Image.fromarray(values.astype(dtype) * (257 if mode == "I;16" else 1)).save(tmp_path / "wide.tif")
+    assert Image.open(tmp_path / "wide.tif").mode == mode
+    np.testing.assert_array_equal(read_mask(tmp_path / "wide.tif"), read_mask(tmp_path / "mask.png"))
+
+
+# --- 4. palette masks ---------------------------------------------------------------------------------------
+
+
+def _palette_mask(path: Path, palette: list[int], indices: np.ndarray) -> None:
+    image = Image.new("P", SIZE)
+    image.putdata(indices.ravel().tolist())
+    image.putpalette(palette)
+    image.save(path)
+
+
+def test_palette_mask_is_decoded_through_its_palette(tmp_path):
+    """Index 0 renders white, index 1 black: the white pixels are the defect (their indices are 0)."""
+    from fsas_bench.data.formats import read_mask
+
+    indices = np.ones(SIZE[::-1], dtype=np.uint8)
+    indices[2:5, 3:7] = 0
+    _palette_mask(tmp_path / "inverted.png", [255, 255, 255, 0, 0, 0], indices)
+    decoded = np.asarray(Image.open(tmp_path / "inverted.png").convert("L")) > 0  # the clean baseline
+    assert decoded.sum() == 12
+    np.testing.assert_array_equal(read_mask(tmp_path / "inverted.png"), decoded)
+
+
+@pytest.mark.parametrize("palette", ["black", "gray", "colours"])
+def test_class_index_palette_masks_keep_reading_as_index_not_zero(tmp_path, palette):
+    """VisA-style class indices 0 … 9 give defect = index ≠ 0 whether the palette is all black (no colours),
+    the gray ramp Pillow gives P images, or one with distinct colours and black at 0."""
+    from fsas_bench.data.formats import read_mask
+
+    indices = np.zeros(SIZE[::-1], dtype=np.uint8)
+    indices[1, 2], indices[3:5, 4:6], indices[8, 9] = 1, 7, 9
+    colours = {"black": [0, 0, 0] * 256, "gray": [v for i in range(256) for v in (i, i, i)],
+               "colours": [0, 0, 0] + [v for i in range(1, 256) for v in (i, 255 - i, 40)]}[palette]  # fmt: skip
+    _palette_mask(tmp_path / "visa.png", colours, indices)
+    np.testing.assert_array_equal(read_mask(tmp_path / "visa.png"), indices != 0)
