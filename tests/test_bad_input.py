@@ -279,3 +279,23 @@ def test_class_index_palette_masks_keep_reading_as_index_not_zero(tmp_path, pale
                "colours": [0, 0, 0] + [v for i in range(1, 256) for v in (i, 255 - i, 40)]}[palette]  # fmt: skip
     _palette_mask(tmp_path / "visa.png", colours, indices)
     np.testing.assert_array_equal(read_mask(tmp_path / "visa.png"), indices != 0)
+
+
+# --- 5. two shot lists for one (k, seed) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_file", [False, True])
+def test_two_shot_lists_for_one_k_and_seed_are_refused(tmp_path, capsys, same_file):
+    from fsas_bench.data.formats import load_meta_json
+    from fsas_bench.data.manifests import ShotManifest, write_manifest
+
+    index = load_meta_json(meta_dataset(tmp_path / "data"), "custom")
+    lists = []
+    for n, rel in enumerate(("train/0.png", "train/1.png")):  # different references, same k and seed
+        manifest = ShotManifest("mine", 1, "custom", 1, 0, "seeded", "n/a", (("part", rel),))
+        write_manifest(manifest, tmp_path / "lists" / f"list{n}.txt")
+        lists.append(tmp_path / "lists" / f"list{0 if same_file else n}.txt")
+    args = ["run", "--methods", "patchknn", "--shots", "1", "--data-root", str(tmp_path / "data"), "--datasets",
+            "custom", "--shot-list", str(lists[0]), "--shot-list", str(lists[1])]  # fmt: skip
+    line = run_bad(tmp_path, capsys, args, "both give k=1 seed=0")
+    assert str(lists[0]) in line and str(lists[1]) in line

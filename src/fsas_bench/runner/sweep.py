@@ -136,8 +136,17 @@ class Sweep:
         if len(self.indexes) != 1:
             raise UserError("--shot-list applies to one dataset: pass exactly one name with --datasets")
         (name, index), = self.indexes.items()
-        imported = [m for path in spec.shot_lists for m in import_shot_list(path, index, spec.shots)]
-        manifests = {(name, m.k, m.seed): m for m in imported if m.k in spec.shots}
+        manifests: dict[tuple[str, int, int | str], ShotManifest] = {}
+        given: dict[tuple[str, int, int | str], Path] = {}
+        for path in spec.shot_lists:
+            for manifest in import_shot_list(path, index, spec.shots):
+                if manifest.k not in spec.shots:
+                    continue
+                key = (name, manifest.k, manifest.seed)
+                if key in manifests:
+                    raise UserError(f"--shot-list '{given[key]}' and '{path}' both give k={manifest.k} seed="
+                                    f"{manifest.seed}: pass one list per shot count and seed")  # fmt: skip
+                manifests[key], given[key] = manifest, path
         missing = sorted(set(spec.shots) - {k for _, k, _ in manifests})
         if missing:
             raise UserError(f"no --shot-list covers k={missing[0]}: pass a list for it or drop it from --shots")
