@@ -58,10 +58,11 @@ def meta_dataset(data_root: Path, category: str = "part", **replace: object) -> 
 
 
 def run_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> str:
-    """Run the CLI with ``args`` into a fresh --out and assert the bad-input contract; the error line."""
+    """Run the CLI with ``args`` (into a fresh --out for ``run``) and assert the bad-input contract; the error
+    line."""
     out = tmp_path / "out"
     before = _tree(tmp_path)
-    assert main([*args, "--out", str(out)]) == 2
+    assert main([*args, "--out", str(out)] if args[0] == "run" else args) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fsas-bench: error:"), lines
@@ -299,3 +300,54 @@ def test_two_shot_lists_for_one_k_and_seed_are_refused(tmp_path, capsys, same_fi
             "custom", "--shot-list", str(lists[0]), "--shot-list", str(lists[1])]  # fmt: skip
     line = run_bad(tmp_path, capsys, args, "both give k=1 seed=0")
     assert str(lists[0]) in line and str(lists[1]) in line
+
+
+# --- 6. malformed JSON of users' files -------------------------------------------------------------------
+
+DEEP = "[" * 200_000 + "]" * 200_000  # RecursionError in json.loads
+
+
+@pytest.mark.parametrize(("field", "value"), [("img_path", 123), ("mask_path", 5), ("img_path", ["a.png"]),
+                                              ("mask_path", {"p": 1}), ("specie_name", 7)])  # fmt: skip
+def test_meta_json_non_string_paths(tmp_path, capsys, field, value):
+    meta_dataset(tmp_path / "data", test1=_record("test/bad.png", "gt/bad.png", 1) | {field: value})
+    run_bad(tmp_path, capsys, data_args(tmp_path), f"'{field}' of record 1 of test/part")
+
+
+def test_meta_json_nested_too_deeply(tmp_path, capsys):
+    root = meta_dataset(tmp_path / "data")
+    (root / "meta.json").write_text(DEEP)
+    run_bad(tmp_path, capsys, data_args(tmp_path), "nested too deeply")
+
+
+def test_regress_sidecar_nested_too_deeply(tmp_path, capsys):
+    (tmp_path / "snap.csv").write_text("x\n")
+    (tmp_path / "snap.json").write_text(DEEP)
+    run_bad(tmp_path, capsys, ["regress", "--against", str(tmp_path / "snap.csv")], "is not valid JSON")
+
+
+def test_visa_csv_short_line(tmp_path):
+    from fsas_bench.data.formats import load_visa_csv
+
+    (tmp_path / "split_csv").mkdir()
+    (tmp_path / "split_csv" / "1cls.csv").write_text("object,split,label,image,mask\nc,train\n")
+    with pytest.raises(UserError, match="line 2 of .* is malformed"):
+        load_visa_csv(tmp_path)
+
+
+def test_other_json_files_nested_too_deeply(tmp_path):
+    from fsas_bench.data.manifests import check_registry
+    from fsas_bench.methods.finegrainedad.captions import load_caption_file
+    from fsas_bench.runner.training import ReferenceFits
+
+    (tmp_path / "registry.json").write_text(DEEP)
+    (tmp_path / "m.txt").write_text("x\n")
+    with pytest.raises(UserError, match="nested too deeply"):
+        check_registry(tmp_path / "m.txt", tmp_path / "registry.json")
+    (tmp_path / "captions.json").write_text(DEEP)
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_caption_file(str(tmp_path / "captions.json"))
+    (tmp_path / "fits").mkdir()
+    (tmp_path / "fits" / "fits.json").write_text(DEEP)
+    with pytest.raises(UserError, match="no readable fits.json"):
+        ReferenceFits(tmp_path / "fits")

@@ -433,8 +433,9 @@ def _load_registry(registry: Path) -> dict[str, str]:
         return {}
     try:
         entries = json.loads(registry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read shot registry '{registry}' ({exc}): restore the committed file") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise UserError(f"cannot read shot registry '{registry}' ({reason}): restore the committed file") from None
     if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
         raise UserError(f"shot registry '{registry}' must map manifest paths to SHA-256 strings: restore it")
     return entries

@@ -45,7 +45,7 @@ def load_visa_csv(root: str | Path, name: str = "visa") -> DatasetIndex:
 
 
 def _row_sample(root: Path, csv_path: Path, line: int, row: dict[str, str]) -> Sample:
-    category, split, label, image, mask = (row[c].strip() for c in CSV_COLUMNS)
+    category, split, label, image, mask = ((row[c] or "").strip() for c in CSV_COLUMNS)  # None: a short line
     if split not in ("train", "test") or label not in LABELS or not image or not category:
         raise UserError(
             f"line {line} of '{csv_path}' is malformed (split '{split}', label '{label}', image '{image}'): "
