@@ -121,7 +121,8 @@ def test_output_names_never_leave_their_folder(tmp_path):
 @pytest.mark.parametrize("field", ["img", "mask"])
 def test_meta_json_relative_path_escaping_the_root(tmp_path, capsys, field):
     _image(tmp_path / "data" / "outside.png")
-    record = _record("../outside.png", "gt/bad.png", 1) if field == "img" else _record("test/bad.png", "../outside.png", 1)
+    img, mask = ("../outside.png", "gt/bad.png") if field == "img" else ("test/bad.png", "../outside.png")
+    record = _record(img, mask, 1)
     meta_dataset(tmp_path / "data", test1=record)
     run_bad(tmp_path, capsys, data_args(tmp_path), "leads outside")
 
@@ -351,3 +352,61 @@ def test_other_json_files_nested_too_deeply(tmp_path):
     (tmp_path / "fits" / "fits.json").write_text(DEEP)
     with pytest.raises(UserError, match="no readable fits.json"):
         ReferenceFits(tmp_path / "fits")
+
+
+# --- 7. config ranges ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["patchknn.output_size=0", "patchknn.sigma=nan", "patchknn.sigma=-1",
+                                     "patchknn.sigma=inf", "patchknn.blocks=-1,2"])  # fmt: skip
+def test_set_values_out_of_range(tmp_path, capsys, setting):
+    meta_dataset(tmp_path / "data")
+    field, value = setting.removeprefix("patchknn.").split("=")
+    run_bad(tmp_path, capsys, [*data_args(tmp_path), "--set", setting], f"PatchKNNConfig.{field} = ")
+
+
+def _bad_values(limit) -> list[object]:
+    from fsas_bench.methods import base
+
+    by_rule = {base.POSITIVE_INT: [0, -3, 2.5, True], base.NON_NEGATIVE_INT: [-1, 1.5],
+               base.NON_NEGATIVE: [-1.0, float("nan"), float("inf"), "1"], base.POSITIVE: [0.0, float("nan")],
+               base.FRACTION: [1.5, -0.1, float("nan")], base.BELOW_ONE: [1.0, -0.5, float("nan")],
+               base.SEED: [-2, 2**32, 1.0]}  # fmt: skip
+    return by_rule.get(limit, [(-1,), (float("nan"),), 3])  # the others are per-item rules of tuple fields
+
+
+def test_every_limited_field_of_every_method_rejects_out_of_range_values():
+    from dataclasses import replace
+
+    from fsas_bench.methods import get_method, list_methods
+
+    checked = 0
+    for name in list_methods():
+        config = get_method(name).config_cls()
+        assert config.limits, f"{name} declares no limits"
+        for field, limit in config.limits.items():
+            assert limit.check(getattr(config, field)), (name, field)
+            for value in _bad_values(limit):
+                with pytest.raises(UserError, match=rf"\.{field} = .* is invalid: use "):
+                    replace(config, **{field: value})
+                checked += 1
+    assert checked > 100
+
+
+def test_every_preset_still_constructs():
+    from fsas_bench.data.synthetic import SYNTHETIC_DATASETS
+    from fsas_bench.methods import get_method, list_methods
+    from fsas_bench.methods.dictas.config import DictASConfig
+    from fsas_bench.methods.dictas.overrides import OFFICIAL_DATASETS, OFFICIAL_MODES
+
+    datasets = [*SYNTHETIC_DATASETS, "mvtec", "visa", "btad", "mpdd", "dtd-synthetic", "elpv", "textile", "custom"]
+    for name in list_methods():
+        cls = get_method(name).config_cls
+        for dataset in datasets:
+            for mode in ("benchmark", "faithful"):
+                cls.for_run(dataset, mode)
+            cls.for_dataset(dataset)
+            cls.faithful_preset(dataset)
+    for dataset in [*OFFICIAL_DATASETS, "other"]:
+        for official_mode in OFFICIAL_MODES:
+            DictASConfig.faithful(dataset, official_mode=official_mode)
