@@ -410,3 +410,54 @@ def test_every_preset_still_constructs():
     for dataset in [*OFFICIAL_DATASETS, "other"]:
         for official_mode in OFFICIAL_MODES:
             DictASConfig.faithful(dataset, official_mode=official_mode)
+
+
+# --- 8. strict integers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--shots", "²"], "--shots '²' is malformed"),
+    (["--shots", "1_0"], "--shots '1_0' is malformed"),
+    (["--shots", "١"], "--shots '١' is malformed"),  # an Arabic-Indic digit: int() would read 1
+    (["--seeds", "4294967296"], "--seeds '4294967296' is out of range: give integers from 0 to 4294967295"),
+    (["--seeds", "0,²"], "--seeds '0,²' is malformed"),
+    (["--batch-size", "²"], "argument --batch-size: '²' is not an integer"),
+    (["--batch-size", "1_6"], "argument --batch-size: '1_6' is not an integer"),
+    (["--eval-size", "²"], "--eval-size '²' is invalid"),
+    (["--eval-size", "2_56"], "--eval-size '2_56' is invalid"),
+])  # fmt: skip
+def test_strict_integers_on_the_command_line(tmp_path, capsys, args, needle):
+    meta_dataset(tmp_path / "data")
+    run_bad(tmp_path, capsys, [*data_args(tmp_path), *args], needle)
+
+
+def test_largest_seed_is_accepted_and_strict_integers_elsewhere(tmp_path, capsys):
+    from fsas_bench.cli import _int_list
+    from fsas_bench.methods.dictas.config import DictASConfig
+    from fsas_bench.numbers import MAX_SEED
+
+    assert _int_list(f"0, {MAX_SEED}", "seeds", 0, MAX_SEED) == (0, MAX_SEED)
+    run_bad(tmp_path, capsys, ["regress", "--against", "x.csv", "--seeds", "4294967296"], "out of range")
+    run_bad(tmp_path, capsys, ["pretrain-tiny-clip", "--out", "w.st", "--seed", "4294967296"], "not an integer in")
+    with pytest.raises(UserError, match="vgen_freeze 'epoch:²' is invalid"):
+        DictASConfig(vgen_freeze="epoch:²")
+
+
+@pytest.mark.parametrize("header", ["k: ²", "seed: ²", "version: ²", "seed: 4294967296", "k: 1_0"])
+def test_manifest_header_integers_are_strict(tmp_path, header):
+    from fsas_bench.data.manifests import read_manifest
+
+    key, value = header.split(": ")
+    fields = {"manifest": "mine", "version": "1", "dataset": "custom", "k": "1", "seed": "0", "source": "seeded",
+              "index_interpretation": "n/a"} | {key: value}  # fmt: skip
+    path = tmp_path / "m.txt"
+    path.write_text("".join(f"# {k}: {v}\n" for k, v in fields.items()) + "part\ttrain/0.png\n")
+    with pytest.raises(UserError, match="non-integer|outside"):
+        read_manifest(path)
+
+
+def test_result_sort_key_reads_only_ascii_integers():
+    from fsas_bench.runner.results import _sort_key
+
+    assert _sort_key("10") == (0, 10) and _sort_key("-2") == (0, -2)
+    assert _sort_key("²") == (1, "²") and _sort_key("official") == (1, "official")

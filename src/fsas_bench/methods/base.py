@@ -22,10 +22,10 @@ from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
+from fsas_bench.numbers import MAX_SEED
 
 FitScope = Literal["none", "per_category", "auxiliary"]
 MODES = ("benchmark", "faithful")
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fsas_bench.names import child_path
+from fsas_bench.numbers import strict_int
 
 RESULT_COLUMNS = (
     "run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device",
@@ -122,4 +123,5 @@ class ResultStore:
 
 def _sort_key(value: str) -> tuple[int, int | str]:
     """Numbers sort numerically, before text (so seed 10 follows seed 2)."""
-    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+    number = strict_int(value)
+    return (1, value) if number is None else (0, number)

@@ -12,6 +12,7 @@ from fsas_bench.methods.base import (
 from fsas_bench.methods.dictas.activation import ACTIVATIONS
 from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset, official_dataset_for
 from fsas_bench.methods.dictas.training_data import SynthesisSettings
+from fsas_bench.numbers import strict_int
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
 
@@ -110,7 +111,8 @@ class DictASConfig(MethodConfig):
     def freeze_epoch(self) -> int | None:
         """E of ``vgen_freeze=epoch:E``; None for ``val_trigger`` (or a malformed value)."""
         prefix, _, value = self.vgen_freeze.partition(":")
-        return int(value) if prefix == "epoch" and value.isdigit() and int(value) >= 1 else None
+        epoch = strict_int(value) if prefix == "epoch" else None
+        return epoch if epoch is not None and epoch >= 1 else None
 
     @property
     def fusion_alpha(self) -> float | None:
