@@ -461,3 +461,13 @@ def test_result_sort_key_reads_only_ascii_integers():
 
     assert _sort_key("10") == (0, 10) and _sort_key("-2") == (0, -2)
     assert _sort_key("²") == (1, "²") and _sort_key("official") == (1, "official")
+
+
+@pytest.mark.parametrize("sweep", [{"shots": ["1"]}, {"seeds": [0, True]}, {"methods": [3]},
+                                   {"overrides": {"patchknn": {"sigma": 4}}}, {"overrides": {"patchknn": 1}}])  # fmt: skip
+def test_regress_sidecar_item_types(tmp_path, sweep):
+    from fsas_bench.runner.regress import SnapshotConfig
+
+    (tmp_path / "snap.json").write_text(json.dumps({"sweep": sweep}))
+    with pytest.raises(UserError, match=f"sweep.{next(iter(sweep))} = .* should hold JSON"):
+        SnapshotConfig.load(tmp_path / "snap.json")
