@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fsas_bench.errors import UserError
+from fsas_bench.numbers import MAX_SEED, strict_int
 
 if TYPE_CHECKING:
     from fsas_bench.runner.regress import Selection, SnapshotConfig
@@ -29,14 +30,31 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}: see '{self.prog} --help'")
 
 
-def _int_list(text: str, what: str, minimum: int) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.lstrip("-").isdigit() for p in parts) or any(int(p) < minimum for p in parts):
+def _int_list(text: str, what: str, minimum: int, maximum: int | None = None) -> tuple[int, ...]:
+    """Comma-separated ASCII integers in [minimum, maximum], each once."""
+    parsed = [strict_int(p.strip()) for p in text.split(",")]
+    if any(v is None or v < minimum for v in parsed):
         raise UserError(f"--{what} '{text}' is malformed: give comma-separated integers >= {minimum}, e.g. 0,1,2")
-    values = tuple(int(p) for p in parts)
+    values = tuple(v for v in parsed if v is not None)
+    if maximum is not None and max(values) > maximum:
+        raise UserError(f"--{what} '{text}' is out of range: give integers from {minimum} to {maximum}")
     if len(set(values)) != len(values):
         raise UserError(f"--{what} '{text}' repeats a value: list each value once")
     return values
+
+
+def _strict_int(bounds: tuple[int, int] | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an ASCII integer, within ``bounds`` (inclusive) when given (other range checks stay
+    with the options' users)."""
+    wants = "" if bounds is None else f" in [{bounds[0]}, {bounds[1]}]"
+
+    def parse(text: str) -> int:
+        value = strict_int(text.strip())
+        if value is None or (bounds is not None and not bounds[0] <= value <= bounds[1]):
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer{wants}")
+        return value
+
+    return parse
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -89,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pretrained", help="weights: shipped or open_clip tag, local checkpoint file, or 'none' for "
                      "seeded random weights (default: fsas-synthetic for fsas-tiny)")
     run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    run.add_argument("--batch-size", type=int, default=8, help="query batch size; never changes any number")
+    run.add_argument("--batch-size", type=_strict_int(), default=8, help="query batch size; never changes any number")
     run.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
     run.add_argument("--mask-resize", default="area>0.5", help="mask rule when --eval-size N (default area>0.5)")
     run.add_argument("--out", type=Path, help="output directory (default results/<run-name>)")
@@ -114,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--data-root", type=Path, help="also look for datasets in this folder")
     pre = sub.add_parser("pretrain-tiny-clip", help="train fsas-tiny on captioned synthetic images (fsas-synthetic)")
     pre.add_argument("--out", type=Path, required=True, help="weights file to write (fp16 safetensors)")
-    pre.add_argument("--seed", type=int, help="seed of the whole run (default 0, the shipped weights' seed)")
-    pre.add_argument("--epochs", type=int, help="passes over the pairs (default: the shipped recipe's)")
+    pre.add_argument("--seed", type=_strict_int((0, MAX_SEED)),
+                     help="seed of the whole run (default 0, the shipped weights' seed)")
+    pre.add_argument("--epochs", type=_strict_int(), help="passes over the pairs (default: the shipped recipe's)")
     pre.add_argument("--resume", action="store_true", help="continue from <out>.run/checkpoints/last.ckpt")
     return parser
 
@@ -157,7 +176,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         datasets=datasets,
         categories=_names(args.categories),
         shots=_int_list(args.shots, "shots", 0),
-        seeds=_int_list(args.seeds or "0,1,2", "seeds", 0),
+        seeds=_int_list(args.seeds or "0,1,2", "seeds", 0, MAX_SEED),
         shot_lists=tuple(args.shot_list),
         overrides=_overrides(args.set, args.anomaly_textures, _names(args.methods)),
         data_root=args.data_root,
@@ -218,7 +237,7 @@ def _regress(args: argparse.Namespace, console: Console) -> int:
     selection = rg.Selection(
         methods=_names(args.methods), datasets=_names(args.datasets), categories=_names(args.categories),
         shots=_int_list(args.shots, "shots", 0) if args.shots else (),
-        seeds=_int_list(args.seeds, "seeds", 0) if args.seeds else (),
+        seeds=_int_list(args.seeds, "seeds", 0, MAX_SEED) if args.seeds else (),
     )  # fmt: skip
     if args.atol is not None and not 0 <= args.atol < float("inf"):
         raise UserError(f"--atol {args.atol} is invalid: use a non-negative number such as 1e-6")

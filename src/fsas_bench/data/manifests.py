@@ -24,6 +24,7 @@ import numpy as np
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
+from fsas_bench.numbers import MAX_SEED, strict_int
 
 HEADER_KEYS = ("manifest", "version", "dataset", "k", "seed", "source", "index_interpretation")
 INDEX_INTERPRETATIONS = ("sorted", "n/a")
@@ -88,8 +89,10 @@ def draw_manifest(index: DatasetIndex, k: int, seed: int, *, name: str = "seeded
     The permutation comes from ``numpy.random.default_rng([seed, crc32("<dataset>/<category>")])``, so the
     draws for different k are nested.
     """
-    if k < 0 or seed < 0:
-        raise UserError(f"shots and seeds must be non-negative integers (got k={k}, seed={seed}): fix --shots/--seeds")
+    if k < 0 or not 0 <= seed <= MAX_SEED:
+        raise UserError(
+            f"shots must be >= 0 and seeds in [0, {MAX_SEED}] (got k={k}, seed={seed}): fix --shots/--seeds"
+        )
     entries: list[tuple[str, str]] = []
     for category in index.categories:
         candidates = index.normal_train(category)
@@ -344,9 +347,12 @@ def _manifest_from_header(header: dict[str, str], entries: tuple[tuple[str, str]
     missing = [key for key in HEADER_KEYS if key not in header]
     if missing:
         raise UserError(f"shot manifest '{path}' lacks header line(s) {', '.join(missing)}: regenerate it")
-    seed = header["seed"]
-    if not (header["version"].isdigit() and header["k"].isdigit() and (seed.isdigit() or seed == OFFICIAL_SEED)):
+    version, k, seed = (strict_int(header[key]) for key in ("version", "k", "seed"))
+    if version is None or k is None or (seed is None and header["seed"] != OFFICIAL_SEED):
         raise UserError(f"shot manifest '{path}' has a non-integer version, k or seed: fix its header")
+    if version < 0 or k < 0 or (seed is not None and not 0 <= seed <= MAX_SEED):
+        raise UserError(f"shot manifest '{path}' has a negative version or k, or a seed outside [0, {MAX_SEED}]: "
+                        "fix its header")  # fmt: skip
     if header["index_interpretation"] not in INDEX_INTERPRETATIONS:
         raise UserError(
             f"shot manifest '{path}' has index_interpretation '{header['index_interpretation']}': "
@@ -354,10 +360,10 @@ def _manifest_from_header(header: dict[str, str], entries: tuple[tuple[str, str]
         )
     return ShotManifest(
         name=header["manifest"],
-        version=int(header["version"]),
+        version=version,
         dataset=header["dataset"],
-        k=int(header["k"]),
-        seed=int(seed) if seed.isdigit() else seed,
+        k=k,
+        seed=header["seed"] if seed is None else seed,
         source=header["source"],
         index_interpretation=header["index_interpretation"],
         entries=entries,
@@ -433,8 +439,9 @@ def _load_registry(registry: Path) -> dict[str, str]:
         return {}
     try:
         entries = json.loads(registry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read shot registry '{registry}' ({exc}): restore the committed file") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise UserError(f"cannot read shot registry '{registry}' ({reason}): restore the committed file") from None
     if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
         raise UserError(f"shot registry '{registry}' must map manifest paths to SHA-256 strings: restore it")
     return entries

@@ -7,8 +7,9 @@ to the evaluation frame and scores them.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,16 +22,58 @@ from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
+from fsas_bench.numbers import MAX_SEED
 
 FitScope = Literal["none", "per_category", "auxiliary"]
 MODES = ("benchmark", "faithful")
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A declarative range rule of one config field: the check, and what it asks for (the error's fix)."""
+
+    wants: str
+    check: Callable[[Any], bool]
+
+    def each(self) -> Limit:
+        """The rule applied to every item of a tuple field."""
+        return Limit(f"a comma-separated list, each {self.wants}",
+                     lambda v: isinstance(v, tuple) and all(map(self.check, v)))  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+POSITIVE_INT = Limit("a positive integer", lambda v: _is_int(v) and v >= 1)
+NON_NEGATIVE_INT = Limit("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+NON_NEGATIVE = Limit("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
+POSITIVE = Limit("a finite number > 0", lambda v: _is_real(v) and v > 0)
+FRACTION = Limit("a number in [0, 1]", lambda v: _is_real(v) and 0 <= v <= 1)
+BELOW_ONE = Limit("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
+SEED = Limit(f"-1 or an integer in [0, {MAX_SEED}]", lambda v: _is_int(v) and -1 <= v <= MAX_SEED)
+
+
+@dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method config; ``mode`` is ``benchmark`` (leaderboard default) or ``faithful``."""
+    """Base of every method config; ``mode`` is ``benchmark`` (leaderboard default) or ``faithful``.
+
+    Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`); every
+    construction checks them (``--set`` and Python alike), a violation being a one-line UserError.
+    """
 
     mode: str = "benchmark"
+    limits: ClassVar[dict[str, Limit]] = {}
+
+    def __post_init__(self) -> None:
+        for name, limit in self.limits.items():
+            value = getattr(self, name)
+            if not limit.check(value):
+                raise UserError(f"{type(self).__name__}.{name} = {value!r} is invalid: use {limit.wants}")
 
     def to_dict(self) -> dict[str, Any]:
         """The full config as plain JSON-able values."""

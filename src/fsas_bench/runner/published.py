@@ -19,6 +19,7 @@ import pandas as pd
 
 from fsas_bench.errors import UserError
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.numbers import strict_int
 
 PUBLISHED_COLUMNS = (
     "paper", "arxiv", "table", "method", "dataset", "shot", "metric", "value", "backbone", "pretrained",
@@ -47,13 +48,14 @@ def _check_row(row: pd.Series) -> tuple[str, str, str] | None:
         ("arxiv", row["arxiv"] == "" or _ARXIV.fullmatch(row["arxiv"]), "use an id like 2303.14814 or leave it empty"),
         ("method", _NAME.fullmatch(row["method"]), "use the lower-case registry name, e.g. winclip"),
         ("dataset", _NAME.fullmatch(row["dataset"]), "use the lower-case dataset name, e.g. mvtec"),
-        ("shot", row["shot"].isdigit(), "use the number of reference images k (0 for zero-shot)"),
+        ("shot", _non_negative(row["shot"]), "use the number of reference images k (0 for zero-shot)"),
         ("metric", row["metric"] in _METRICS, f"use one of {', '.join(_METRICS)}"),
         ("value", _percent(row["value"]), "write the number as printed, in % between 0 and 100"),
         ("backbone", not row["backbone"].startswith("fsas-"), "name the paper's backbone, not an fsas-bench one"),
         ("pretrained", row["pretrained"].lower() != "none" and "random" not in row["pretrained"].lower(),
          "name the paper's weights (random weights are never compared with papers)"),
-        ("resolution", row["resolution"] == "n/r" or row["resolution"].isdigit(), "use input pixels, e.g. 240, or n/r"),
+        ("resolution", row["resolution"] == "n/r" or _non_negative(row["resolution"]),
+         "use input pixels, e.g. 240, or n/r"),
         ("evidence", row["evidence"] in EVIDENCE, "use verified or needs-check"),
         ("evidence", row["evidence"] != "verified" or "from memory" not in row["table"],
          "a from-memory number stays needs-check until it is checked against the source"),
@@ -62,6 +64,11 @@ def _check_row(row: pd.Series) -> tuple[str, str, str] | None:
         if not ok:
             return column, f"'{row[column]}' is invalid", fix
     return None
+
+
+def _non_negative(text: str) -> bool:
+    value = strict_int(text)
+    return value is not None and value >= 0
 
 
 def _percent(text: str) -> bool:

@@ -193,7 +193,19 @@ def _check_sweep(data: dict[str, Any], path: Path) -> SnapshotSweep:
             raise UserError(
                 f"snapshot sidecar '{path}': sweep.{key} = {value!r} should be a JSON {expected.__name__}: fix it"
             )
+        item = int if key in ("shots", "seeds") else str
+        if not all(isinstance(v, item) and not isinstance(v, bool) for v in _leaves(key, value)):
+            raise UserError(f"snapshot sidecar '{path}': sweep.{key} = {value!r} should hold JSON "
+                            f"{'integers' if item is int else 'strings'} only: fix it")  # fmt: skip
     return SnapshotSweep(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _leaves(key: str, value: object) -> list[object]:
+    """The items of a sweep list, or the method names, field names and values of ``overrides``."""
+    if key == "overrides" and isinstance(value, dict):
+        return [leaf for method, fields_ in value.items()
+                for leaf in ([method, *fields_, *fields_.values()] if isinstance(fields_, dict) else [fields_])]
+    return list(value) if isinstance(value, list) else []
 
 
 def _check_tolerances(data: object, path: Path) -> dict[str, dict[str, float]]:

@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fsas_bench.names import child_path
+from fsas_bench.numbers import strict_int
+
 RESULT_COLUMNS = (
     "run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device",
     "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "image_size",
@@ -104,8 +107,8 @@ class ResultStore:
         """Persist one finished cell, then rebuild ``results.csv`` and ``timings.csv``."""
         cells = self._cells()
         timing_text, rows_text = _csv_text(TIMING_COLUMNS, [timing]), _csv_text(RESULT_COLUMNS, rows)
-        atomic_write_text(self.cells_dir / f"{job_id}.timing.csv", timing_text)
-        atomic_write_text(self.cells_dir / f"{job_id}.csv", rows_text)
+        atomic_write_text(child_path(self.cells_dir, f"{job_id}.timing.csv"), timing_text)
+        atomic_write_text(child_path(self.cells_dir, f"{job_id}.csv"), rows_text)
         self._timings[job_id] = list(csv.DictReader(io.StringIO(timing_text)))
         cells[job_id] = list(csv.DictReader(io.StringIO(rows_text)))
         self._write_merged()
@@ -120,4 +123,5 @@ class ResultStore:
 
 def _sort_key(value: str) -> tuple[int, int | str]:
     """Numbers sort numerically, before text (so seed 10 follows seed 2)."""
-    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+    number = strict_int(value)
+    return (1, value) if number is None else (0, number)

@@ -31,6 +31,7 @@ from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
 from fsas_bench.methods.base import with_overrides
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
+from fsas_bench.names import child_path
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
@@ -135,8 +136,17 @@ class Sweep:
         if len(self.indexes) != 1:
             raise UserError("--shot-list applies to one dataset: pass exactly one name with --datasets")
         (name, index), = self.indexes.items()
-        imported = [m for path in spec.shot_lists for m in import_shot_list(path, index, spec.shots)]
-        manifests = {(name, m.k, m.seed): m for m in imported if m.k in spec.shots}
+        manifests: dict[tuple[str, int, int | str], ShotManifest] = {}
+        given: dict[tuple[str, int, int | str], Path] = {}
+        for path in spec.shot_lists:
+            for manifest in import_shot_list(path, index, spec.shots):
+                if manifest.k not in spec.shots:
+                    continue
+                key = (name, manifest.k, manifest.seed)
+                if key in manifests:
+                    raise UserError(f"--shot-list '{given[key]}' and '{path}' both give k={manifest.k} seed="
+                                    f"{manifest.seed}: pass one list per shot count and seed")  # fmt: skip
+                manifests[key], given[key] = manifest, path
         missing = sorted(set(spec.shots) - {k for _, k, _ in manifests})
         if missing:
             raise UserError(f"no --shot-list covers k={missing[0]}: pass a list for it or drop it from --shots")
@@ -164,10 +174,10 @@ class Sweep:
 
     def _write_sidecars(self) -> None:
         for (name, _), config in self.configs.items():
-            path = self.spec.out / "configs" / f"{config.sha256()}.json"
+            path = child_path(self.spec.out, "configs", f"{config.sha256()}.json")
             atomic_write_text(path, canonical_json({"method": name, **config.to_dict()}) + "\n")
         for (name, k, seed), manifest in self.manifests.items():
-            atomic_write_text(self.spec.out / "manifests" / name / f"k{k}_seed{seed}.txt", manifest.text())
+            atomic_write_text(child_path(self.spec.out, "manifests", name, f"k{k}_seed{seed}.txt"), manifest.text())
 
     def _train_job(self, cell: Cell) -> TrainJob | None:
         """The auxiliary training a cell's method needs (train seed i pairs with manifest seed i)."""
@@ -227,7 +237,7 @@ class Sweep:
         config = self.configs[(cell.method, cell.dataset)]
         method: FewShotMethod = method_cls(config, self.cache)
         if method_cls.fit_scope == "per_category":  # prompts/logs of the per-category fit go to the run dir
-            method.artifact_dir = self.spec.out / "artifacts" / cell.method
+            method.artifact_dir = child_path(self.spec.out, "artifacts", cell.method)
         if (job := self._train_job(cell)) is not None:
             path, digest, timing["time_train_s"] = ensure_checkpoint(
                 job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset],

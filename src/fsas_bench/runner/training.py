@@ -32,6 +32,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import FewShotMethod
+from fsas_bench.names import check_name, contained, safe_relative
 
 CHECKPOINTS = "checkpoints"
 FITS_MANIFEST = "fits.json"
@@ -51,7 +52,7 @@ class TrainJob:
     def relative_path(self) -> Path:
         """``<method>/<train_dataset>/<cfg hash>_seed<s>[_k<k>][_for-<target>].safetensors``."""
         suffix = ("" if self.shot is None else f"_k{self.shot}") + (f"_for-{self.target}" if self.target else "")
-        return Path(self.method, self.train_dataset, f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors")
+        return safe_relative(self.method, self.train_dataset, f"{self.method_cfg_hash[:16]}_seed{self.seed}{suffix}.safetensors")
 
     def path(self, out: Path) -> Path:
         """The checkpoint under ``<out>/checkpoints/``."""
@@ -60,10 +61,8 @@ class TrainJob:
 
 def fit_relative_path(method: str, cfg_hash: str, dataset: str, category: str, shot: int, seed: int | str) -> Path:
     """``<method>/<dataset>/<cfg hash>_<category>_k<k>_seed<s>.safetensors`` of a per-category fit."""
-    for part in (dataset, category):
-        if not part or part in (".", "..") or any(c in part for c in "/\\\0"):
-            raise UserError(f"name '{part}' cannot be part of a file name: rename the dataset folder or category")
-    return Path(method, dataset, f"{cfg_hash[:16]}_{category}_k{shot}_seed{seed}.safetensors")
+    check_name(category, "category")
+    return safe_relative(method, dataset, f"{cfg_hash[:16]}_{category}_k{shot}_seed{seed}.safetensors")
 
 
 def save_state(state: dict[str, Tensor], losses: list[float], path: Path) -> str:
@@ -97,11 +96,16 @@ class ReferenceFits:
         self.root = root
         try:
             self.pins: dict[str, str] = json.loads((root / FITS_MANIFEST).read_text(encoding="utf-8"))["files"]
-        except (OSError, ValueError, KeyError, TypeError):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.pins.items()):
+                raise TypeError("pins must map paths to SHA-256 strings")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise UserError(
                 f"reference fits '{root}' have no readable {FITS_MANIFEST}: restore the directory or regenerate "
                 "the snapshot with 'fsas-bench regress --update'"
             ) from None
+        for key in self.pins:  # paths from a user's file: never read outside the fits' checkpoints folder
+            contained(root / CHECKPOINTS, root / CHECKPOINTS / key, f"reference fit '{key}' of '{root}'",
+                      "regenerate the snapshot with 'fsas-bench regress --update'")  # fmt: skip
 
         for key, pinned in self.pins.items():  # all checked up front: a resumed run reads none of them
             path = root / CHECKPOINTS / key

@@ -8,6 +8,7 @@ from pathlib import Path
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
+from fsas_bench.names import check_name, contained
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -20,6 +21,13 @@ def dataset_root(root: str | Path, name: str) -> Path:
     return path
 
 
+def under_root(root: Path, path: str | Path, where: str) -> Path:
+    """``root / path`` (``path`` relative, or absolute below ``root``) when it resolves inside the resolved
+    dataset ``root``, symlinks followed: a ``..`` or a symlink leading out of the dataset is a UserError naming
+    ``where`` the path came from."""
+    return contained(root, root / path, f"path in {where}", "keep every image and mask inside the dataset folder")
+
+
 def is_image_file(path: Path) -> bool:
     """A visible regular file with an image suffix (any case)."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
@@ -28,12 +36,14 @@ def is_image_file(path: Path) -> bool:
 def build_index(
     name: str, root: Path, categories: Iterable[str], samples: Iterable[Sample], *, has_masks: bool
 ) -> DatasetIndex:
-    """A `DatasetIndex`, with ``has_normal_test`` read off the samples."""
+    """A `DatasetIndex`, with ``has_normal_test`` read off the samples; UserError when the dataset or a category
+    name cannot name a file (results, manifests and checkpoints are stored under these names)."""
     samples = tuple(samples)
+    categories = tuple(check_name(c, f"category of dataset '{name}'") for c in categories)
     return DatasetIndex(
-        name=name,
+        name=check_name(name, "dataset name"),
         root=root,
-        categories=tuple(categories),
+        categories=categories,
         samples=samples,
         has_masks=has_masks,
         has_normal_test=any(s.split == "test" and s.label == 0 for s in samples),

@@ -13,7 +13,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fsas_bench.data.formats.common import build_index, dataset_root
+from fsas_bench.data.formats.common import build_index, dataset_root, under_root
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
@@ -35,6 +35,8 @@ def load_meta_json(root: str | Path, name: str) -> DatasetIndex:
         for category, class_records in by_class.items()
         for position, record in enumerate(class_records)
     ]
+    for split, category, position, record in records:
+        _check_record(record, _where(split, category, position, meta_path))
     has_masks = any(_mask_field(r) for *_, r in records)
     samples = [_sample(root, meta_path, has_masks, *item) for item in records]
     categories = sorted({category for by_class in splits.values() for category in by_class})
@@ -46,8 +48,9 @@ def _read_json(meta_path: Path) -> Any:
         return json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"'{meta_path}' not found: put the dataset's meta.json in its folder") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read '{meta_path}' ({exc}): fix or regenerate the meta.json") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise UserError(f"cannot read '{meta_path}' ({reason}): fix or regenerate the meta.json") from None
 
 
 def _splits(meta: Any, meta_path: Path) -> dict[str, dict[str, list[Any]]]:
@@ -69,31 +72,43 @@ def _splits(meta: Any, meta_path: Path) -> dict[str, dict[str, list[Any]]]:
     return splits
 
 
-def _mask_field(record: Any) -> str:
+def _where(split: str, category: str, position: int, meta_path: Path) -> str:
+    return f"record {position} of {split}/{category} in '{meta_path}'"
+
+
+def _check_record(record: Any, where: str) -> None:
+    """UserError unless ``record`` is an object with a non-empty string ``img_path``, ``anomaly`` 0 or 1, and
+    ``mask_path``/``specie_name`` strings when given."""
+    if not isinstance(record, dict) or not record.get("img_path") or record.get("anomaly") not in (0, 1):
+        raise UserError(f"{where} needs 'img_path' and 'anomaly' (0 or 1): fix the meta.json")
+    for key in ("img_path", "mask_path", "specie_name"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise UserError(f"'{key}' of {where} is {type(record[key]).__name__}, not a string: fix the meta.json")
+
+
+def _mask_field(record: dict[str, Any]) -> str:
     """The record's mask path, or '' for none (empty, absent, or a suffix-less directory placeholder)."""
-    mask = (record.get("mask_path") or "") if isinstance(record, dict) else ""
+    mask = record.get("mask_path") or ""
     return mask if PurePosixPath(mask).suffix else ""
 
 
 def _sample(
-    root: Path, meta_path: Path, has_masks: bool, split: str, category: str, position: int, record: Any
+    root: Path, meta_path: Path, has_masks: bool, split: str, category: str, position: int, record: dict[str, Any]
 ) -> Sample:
-    where = f"record {position} of {split}/{category} in '{meta_path}'"
-    if not isinstance(record, dict) or not record.get("img_path") or record.get("anomaly") not in (0, 1):
-        raise UserError(f"{where} needs 'img_path' and 'anomaly' (0 or 1): fix the meta.json")
+    where = _where(split, category, position, meta_path)
     label = int(record["anomaly"])
     rel_path = _relative(record["img_path"], root, where)
     mask = _mask_field(record) if label else ""
     if label and has_masks and not mask:
         raise UserError(f"mask missing for '{rel_path}' ({where} has no mask_path): add its mask_path")
     return Sample(
-        image_path=root / rel_path,
+        image_path=under_root(root, rel_path, where),
         rel_path=rel_path,
         label=label,
         category=category,
         split=split,
         defect_type=record.get("specie_name") or ("" if label else "good"),
-        mask_path=root / _relative(mask, root, where) if mask else None,
+        mask_path=under_root(root, _relative(mask, root, where), where) if mask else None,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from fsas_bench.data.formats.common import build_index, dataset_root, is_image_file
+from fsas_bench.data.formats.common import build_index, dataset_root, is_image_file, under_root
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
@@ -47,13 +47,15 @@ def _category_samples(root: Path, category: str, normal_folders: tuple[str, ...]
             for image in sorted(p for p in folder.iterdir() if is_image_file(p)):
                 rel_path = image.relative_to(root).as_posix()
                 yield Sample(
-                    image_path=image,
+                    image_path=under_root(root, image, f"dataset '{root}'"),
                     rel_path=rel_path,
                     label=0 if normal else 1,
                     category=category,
                     split=split,
                     defect_type="good" if normal else folder.name,
-                    mask_path=_paired_mask(image, masks, rel_path) if needs_mask else None,
+                    mask_path=under_root(root, _paired_mask(image, masks, rel_path), f"dataset '{root}'")
+                    if needs_mask
+                    else None,
                 )
 
 

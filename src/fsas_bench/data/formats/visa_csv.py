@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fsas_bench.data.formats.common import build_index, dataset_root
+from fsas_bench.data.formats.common import build_index, dataset_root, under_root
 from fsas_bench.data.formats.mvtec_tree import load_mvtec_tree
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
@@ -45,7 +45,7 @@ def load_visa_csv(root: str | Path, name: str = "visa") -> DatasetIndex:
 
 
 def _row_sample(root: Path, csv_path: Path, line: int, row: dict[str, str]) -> Sample:
-    category, split, label, image, mask = (row[c].strip() for c in CSV_COLUMNS)
+    category, split, label, image, mask = ((row[c] or "").strip() for c in CSV_COLUMNS)  # None: a short line
     if split not in ("train", "test") or label not in LABELS or not image or not category:
         raise UserError(
             f"line {line} of '{csv_path}' is malformed (split '{split}', label '{label}', image '{image}'): "
@@ -54,12 +54,13 @@ def _row_sample(root: Path, csv_path: Path, line: int, row: dict[str, str]) -> S
     anomalous = LABELS[label] == 1
     if anomalous and not mask:
         raise UserError(f"mask missing for '{image}' (line {line} of '{csv_path}'): fill in its mask column")
+    where = f"line {line} of '{csv_path}'"
     return Sample(
-        image_path=root / image,
+        image_path=under_root(root, image, where),
         rel_path=image,
         label=LABELS[label],
         category=category,
         split=split,
         defect_type="" if anomalous else "good",
-        mask_path=root / mask if anomalous else None,
+        mask_path=under_root(root, mask, where) if anomalous else None,
     )

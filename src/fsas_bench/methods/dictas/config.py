@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from fsas_bench.errors import UserError
-from fsas_bench.methods.base import MethodConfig
+from fsas_bench.methods.base import (
+    BELOW_ONE, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Limit, MethodConfig,
+)  # fmt: skip
 from fsas_bench.methods.dictas.activation import ACTIVATIONS
 from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset, official_dataset_for
 from fsas_bench.methods.dictas.training_data import SynthesisSettings
+from fsas_bench.numbers import strict_int
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
 
@@ -76,8 +80,17 @@ class DictASConfig(MethodConfig):
     precision: str = "32-true"
     data_workers: int = 1
     target_leakage: bool = field(init=False, default=False)
+    limits: ClassVar[dict[str, Limit]] = {
+        "blocks": NON_NEGATIVE_INT.each(), "output_size": NON_NEGATIVE_INT, "smoothing_sigma": NON_NEGATIVE,
+        "epochs": POSITIVE_INT, "steps_per_epoch": NON_NEGATIVE_INT, "batch_size": POSITIVE_INT,
+        "learning_rate": NON_NEGATIVE, "betas": BELOW_ONE.each(), "plateau_factor": BELOW_ONE,
+        "plateau_patience": NON_NEGATIVE_INT, "lambda_cqc": NON_NEGATIVE, "lambda_tac": NON_NEGATIVE,
+        "anomaly_probability": FRACTION, "reference_probability": FRACTION, "work_size": POSITIVE_INT,
+        "paste_size": POSITIVE_INT, "data_workers": NON_NEGATIVE_INT,
+    }  # fmt: skip
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "target_leakage", self.vgen_freeze == "val_trigger")
         if self.vgen_freeze != "val_trigger" and self.freeze_epoch is None:
             raise UserError(f"dictas vgen_freeze '{self.vgen_freeze}' is invalid: use epoch:E (E >= 1) or val_trigger")
@@ -98,7 +111,8 @@ class DictASConfig(MethodConfig):
     def freeze_epoch(self) -> int | None:
         """E of ``vgen_freeze=epoch:E``; None for ``val_trigger`` (or a malformed value)."""
         prefix, _, value = self.vgen_freeze.partition(":")
-        return int(value) if prefix == "epoch" and value.isdigit() and int(value) >= 1 else None
+        epoch = strict_int(value) if prefix == "epoch" else None
+        return epoch if epoch is not None and epoch >= 1 else None
 
     @property
     def fusion_alpha(self) -> float | None:

@@ -139,7 +139,7 @@ def load_caption_file(source: str) -> dict[str, CaptionRecord]:
         text, where = path.read_text(encoding="utf-8"), str(path)
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise CaptionSchemaError(f"caption file {where} is not valid JSON ({err})") from None
     if not isinstance(raw, list):
         raise CaptionSchemaError(f"caption file {where} must hold a list of category records")

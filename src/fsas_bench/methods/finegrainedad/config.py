@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from fsas_bench.methods.base import MethodConfig
+from fsas_bench.methods.base import BELOW_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, SEED, Limit, MethodConfig
 from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
 
 QFORMER_CHOICES = ("random_frozen", "none")
@@ -87,6 +88,14 @@ class FineGrainedADConfig(MethodConfig):
     memory_tap: str = "block"
     query_bgr_quirk: bool = False
     pre_resize: int = 0
+    limits: ClassVar[dict[str, Limit]] = {
+        "blocks": NON_NEGATIVE_INT.each(), "epochs": POSITIVE_INT, "lr": NON_NEGATIVE, "momentum": BELOW_ONE,
+        "weight_decay": NON_NEGATIVE, "lr_min": NON_NEGATIVE, "lambda_match": NON_NEGATIVE,
+        "triplet_margin": NON_NEGATIVE, "n_pro_cls": POSITIVE_INT, "n_ctx": POSITIVE_INT, "n_ctx_ab": POSITIVE_INT,
+        "n_pro": POSITIVE_INT, "n_pro_ab": POSITIVE_INT, "hires_factor": POSITIVE_INT, "seed": SEED,
+        "output_size": POSITIVE_INT, "map_sigma": NON_NEGATIVE, "harmonic_eps": NON_NEGATIVE,
+        "pre_resize": NON_NEGATIVE_INT,
+    }  # fmt: skip
 
     @classmethod
     def faithful(cls, **changes: object) -> FineGrainedADConfig:

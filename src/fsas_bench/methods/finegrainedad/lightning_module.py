@@ -34,6 +34,7 @@ from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS, region_weight
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
 from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
+from fsas_bench.names import child_path
 
 QFORMER_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}
 """The dtype the released Q-Former is built (and its initialisation drawn) in, per training precision."""
@@ -253,7 +254,8 @@ class FineGrainedAD(FewShotMethod):
             "method_cfg_hash": self.config.sha256(),
             "prompts": rendered_strings(families, self.config.n_ctx, self.config.n_ctx_ab),
         }  # fmt: skip
-        path = self.artifact_dir / f"{category}-k{shots}-seed{self.train_seed}-{self.config.sha256()[:8]}.json"
+        name = f"{category}-k{shots}-seed{self.train_seed}-{self.config.sha256()[:8]}.json"
+        path = child_path(self.artifact_dir, name, what="prompt log of category")
         path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
     # --- inference --------------------------------------------------------------------------------------

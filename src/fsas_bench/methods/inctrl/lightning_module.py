@@ -8,7 +8,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from fsas_bench.backbones import BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.backbones.clip import RESIZE_RULES
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
-from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
+from fsas_bench.methods.base import (
+    NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, FewShotMethod, Limit, MethodConfig, MethodOutput,
+)  # fmt: skip
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.methods.inctrl.released import load_released
 from fsas_bench.methods.inctrl.torch_model import (
@@ -74,6 +76,10 @@ class InCTRLConfig(MethodConfig):
     class_names: tuple[tuple[str, str], ...] = ()
     preprocess: str = "resize"
     checkpoint: str = ""
+    limits: ClassVar[dict[str, Limit]] = {
+        "blocks": NON_NEGATIVE_INT.each(), "epochs": POSITIVE_INT, "steps_per_epoch": POSITIVE_INT,
+        "batch_size": POSITIVE_INT, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "map_sigma": NON_NEGATIVE,
+    }  # fmt: skip
 
     @classmethod
     def faithful(cls, **changes: object) -> InCTRLConfig:

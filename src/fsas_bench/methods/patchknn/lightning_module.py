@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
-from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
+from fsas_bench.methods.base import (
+    NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, FewShotMethod, Limit, MethodConfig, MethodOutput,
+)  # fmt: skip
 from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from fsas_bench.methods.registry import register_method
 
@@ -29,6 +31,9 @@ class PatchKNNConfig(MethodConfig):
     output_size: int = 400
     sigma: float = 4.0
     image_score: str = "map_max"
+    limits: ClassVar[dict[str, Limit]] = {
+        "blocks": NON_NEGATIVE_INT.each(), "output_size": POSITIVE_INT, "sigma": NON_NEGATIVE,
+    }  # fmt: skip
 
 
 @register_method

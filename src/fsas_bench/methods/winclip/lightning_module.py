@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from fsas_bench.backbones import FeatureCache
-from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
+from fsas_bench.methods.base import (
+    NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, FewShotMethod, Limit, MethodConfig, MethodOutput,
+)  # fmt: skip
 from fsas_bench.methods.registry import register_method
 from fsas_bench.methods.winclip.prompts import TEMPLATES, prompt_ensemble
 from fsas_bench.methods.winclip.torch_model import WinCLIPModel
@@ -40,6 +42,10 @@ class WinCLIPConfig(MethodConfig):
     map_sigma: float = 0.0
     harmonic_eps: float = 0.0
     class_names: tuple[tuple[str, str], ...] = ()
+    limits: ClassVar[dict[str, Limit]] = {
+        "scales": POSITIVE_INT.each(), "temperature": POSITIVE, "output_size": NON_NEGATIVE_INT,
+        "map_sigma": NON_NEGATIVE, "harmonic_eps": NON_NEGATIVE,
+    }  # fmt: skip
 
 
 @register_method
