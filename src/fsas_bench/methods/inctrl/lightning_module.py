@@ -20,7 +20,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.methods.inctrl.torch_model import (
-    LOSSES, PIXEL_MAPS, InCTRLInputs, InCTRLModel, inctrl_loss, text_prototypes,
+    HEAD_DTYPES, LOSSES, PIXEL_MAPS, InCTRLInputs, InCTRLModel, inctrl_loss, text_prototypes,
 )  # fmt: skip
 from fsas_bench.methods.registry import register_method
 from fsas_bench.methods.winclip.prompts import prompt_ensemble
@@ -46,6 +46,12 @@ class InCTRLConfig(MethodConfig):
         pixel_map: ``Mx`` (M upsampled, default extension) or ``holistic`` (M + s_i + s_a upsampled, extension).
         map_sigma: Gaussian smoothing of the map in pixels of the backbone's input frame (4 at 240 px).
         class_names: ``(category, object name)`` overrides of the text prior; default: underscores → spaces.
+        head_dtype: dtype of ψ, η, φ and their inputs in training and scoring: ``float64`` (default) or
+            ``float32`` (as released). The Linear bias in front of ReLU → BatchNorm has a gradient that is
+            exactly zero for a unit active on every query of the batch (BatchNorm removes any shift), but in
+            float32 it is rounding noise (~1e-9), which Adam (eps 1e-8) normalises into ±lr steps of random
+            sign: training then depends chaotically on the CPU kernels and thread count. In float64 the noise
+            stays far below eps. Same computation in exact arithmetic; M (the pixel map) is unaffected.
     """
 
     blocks: tuple[int, ...] = ()
@@ -59,6 +65,7 @@ class InCTRLConfig(MethodConfig):
     pixel_map: str = "Mx"
     map_sigma: float = 4.0
     class_names: tuple[tuple[str, str], ...] = ()
+    head_dtype: str = "float64"
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
@@ -80,11 +87,13 @@ class InCTRL(FewShotMethod):
         super().__init__(config, cache)
         self.require_choice("loss", LOSSES)
         self.require_choice("pixel_map", PIXEL_MAPS)
+        self.require_choice("head_dtype", tuple(HEAD_DTYPES))
         backbone = cache.backbone
         self.blocks = config.blocks or default_blocks(backbone.depth)
         self.feature_names = [*(f"block{b}" for b in self.blocks), "embedding"]
         embed_dim = backbone.model.visual.output_dim
         self.model = InCTRLModel(embed_dim, backbone.grid, backbone.image_size, config.map_sigma, config.pixel_map)
+        self.model.to(HEAD_DTYPES[config.head_dtype])
         # the current category's prompts and text prototypes: buffers (they follow the device), not checkpointed
         self.register_buffer("prompt_tokens", torch.empty(0), persistent=False)
         self.register_buffer("prompt_embeddings", torch.empty(0), persistent=False)
