@@ -136,3 +136,12 @@ def test_training_does_not_amplify_rounding_differences_of_the_features(
         assert move < 1e-5
     else:
         assert move > 1e-4  # the released precision amplifies the same perturbation by orders of magnitude
+
+
+def test_presets_embedded_schedule_and_released_recipe():
+    embedded = InCTRLConfig.for_dataset("synthetic")
+    assert (embedded.epochs, embedded.steps_per_epoch, embedded.batch_size, embedded.lr) == (2, 15, 32, 1e-3)
+    assert embedded.head_dtype == "float64" and embedded.flags() == "epochs=2;steps_per_epoch=15;batch_size=32"
+    released = InCTRLConfig.for_dataset("mvtec")
+    assert (released.epochs, released.steps_per_epoch, released.batch_size, released.lr) == (10, 100, 16, 1e-3)
+    assert released.weight_decay == 0.01 and released.flags() == ""
