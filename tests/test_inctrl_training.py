@@ -96,3 +96,52 @@ def test_end_to_end_sweep_trains_one_model_per_shot(tmp_path, feature_dir, monke
     assert [p.name.rsplit("_", 1)[1] for p in checkpoints] == ["k1.safetensors", "k2.safetensors"]
     state = load_file(checkpoints[0])
     assert all(k.startswith("model.") for k in state)  # prompts and text prototypes are not checkpointed
+
+
+@pytest.mark.parametrize("head_dtype", ["float64", "float32"])
+def test_training_does_not_amplify_rounding_differences_of_the_features(
+    tiny_backbone, auxiliary, feature_dir, head_dtype
+):
+    """Features perturbed at float32 rounding level (what another CPU's kernels or thread count give) must move
+    the trained scores by a comparable amount, not chaotically. float32 heads (as released) fail this: the
+    bias in front of ReLU → BatchNorm has an exactly-zero gradient for units active on the whole batch, and
+    Adam turns its float32 rounding noise into ±lr steps of random sign."""
+    kept = ("bracket", "wood")
+    auxiliary = dataclasses.replace(
+        auxiliary, categories=kept, samples=tuple(s for s in auxiliary.samples if s.category in kept)
+    )
+    config = InCTRLConfig(epochs=1, steps_per_epoch=8, head_dtype=head_dtype)
+    fixed = list(BalancedEpisodes(pool_of(auxiliary), 1, 16, 2, False, torch.Generator().manual_seed(1)))
+
+    def trained_scores(relative_noise: float) -> torch.Tensor:
+        L.seed_everything(0, verbose=False)
+        method = get_method("inctrl")(config, FeatureCache(tiny_backbone, feature_dir))
+        features = method.features
+        noise = torch.Generator().manual_seed(2)
+
+        def perturbed(batch, names, prefetch=True):
+            return [{k: v * (1 + relative_noise * torch.randn(v.shape, generator=noise)) for k, v in f.items()}
+                    for f in features(batch, names, prefetch)]  # fmt: skip
+
+        method.features = perturbed
+        method.fit_auxiliary(auxiliary, auxiliary, shot=1)
+        method.features = features
+        method.set_support([fixed[0]["prompts"]], "bracket")
+        method.eval()
+        with torch.no_grad():
+            return torch.cat([method.model(method.query_inputs(b["query"])).score for b in fixed]).double()
+
+    move = (trained_scores(0.0) - trained_scores(1e-7)).abs().max().item()
+    if head_dtype == "float64":
+        assert move < 1e-5
+    else:
+        assert move > 1e-4  # the released precision amplifies the same perturbation by orders of magnitude
+
+
+def test_presets_embedded_schedule_and_released_recipe():
+    embedded = InCTRLConfig.for_dataset("synthetic")
+    assert (embedded.epochs, embedded.steps_per_epoch, embedded.batch_size, embedded.lr) == (2, 15, 32, 1e-3)
+    assert embedded.head_dtype == "float64" and embedded.flags() == "epochs=2;steps_per_epoch=15;batch_size=32"
+    released = InCTRLConfig.for_dataset("mvtec")
+    assert (released.epochs, released.steps_per_epoch, released.batch_size, released.lr) == (10, 100, 16, 1e-3)
+    assert released.weight_decay == 0.01 and released.flags() == ""

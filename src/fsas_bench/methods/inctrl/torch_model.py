@@ -21,6 +21,8 @@ TEXT_TEMPERATURE = 100.0
 """Logit scale of the text prior's two-way softmax (the released code's ×100)."""
 LOSSES = ("official", "bce_prob")
 PIXEL_MAPS = ("Mx", "holistic")
+HEAD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+"""Dtypes of the trainable part (ψ, η, φ and their inputs); M, s_p and the text prior stay in the features' dtype."""
 
 
 class Adapter(nn.Module):
@@ -139,12 +141,15 @@ class InCTRLModel(nn.Module):
         self.pixel_map = pixel_map
 
     def forward(self, x: InCTRLInputs) -> InCTRLOutput:
+        """Scores in the dtype of the trainable parameters (the frozen-feature quantities M, s_p, s_a are
+        computed in the features' dtype and then cast)."""
+        dtype = self.diff_head.projection1.weight.dtype
         residual_map = patch_residual(x.query_tokens, x.prompt_tokens)
-        patch_score = residual_map.amax(dim=1)
-        prototype = self.adapter(x.prompt_embeddings).mean(dim=1)  # I_P; K = 1 gives the single prompt
-        image_residual = self.diff_head_ref(prototype - self.adapter(x.query_embedding))  # code's sign: I_P − I_x
-        prior = text_score(x.query_embedding, x.text_prototypes)
-        holistic_map = residual_map + image_residual[:, None] + prior[:, None]
+        patch_score = residual_map.amax(dim=1).to(dtype)
+        prototype = self.adapter(x.prompt_embeddings.to(dtype)).mean(dim=1)  # I_P; K = 1 gives the single prompt
+        image_residual = self.diff_head_ref(prototype - self.adapter(x.query_embedding.to(dtype)))  # I_P − I_x
+        prior = text_score(x.query_embedding, x.text_prototypes).to(dtype)
+        holistic_map = residual_map.to(dtype) + image_residual[:, None] + prior[:, None]
         holistic = self.diff_head(holistic_map)
         return InCTRLOutput(
             score=(holistic + patch_score) / 2, image_residual=image_residual, holistic=holistic,
@@ -167,7 +172,8 @@ def focal_on_probabilities(probabilities: Tensor, labels: Tensor, gamma: float =
 
 def inctrl_loss(out: InCTRLOutput, labels: Tensor, kind: str = "official") -> Tensor:
     """L = ℓ(s, y) + ℓ(s_i, y): ``official`` = focal-with-logits on probabilities; ``bce_prob`` = BCE on
-    probabilities (an ablation)."""
+    probabilities (an ablation). ``labels`` are cast to the scores' dtype."""
+    labels = labels.to(out.score.dtype)
     if kind == "official":
         return focal_on_probabilities(out.score, labels) + focal_on_probabilities(out.image_residual, labels)
     if kind == "bce_prob":
