@@ -19,7 +19,6 @@ every setting, the largest move between settings and the seed-to-seed std (× 10
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,15 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-SETTINGS = {
-    "native": {},
-    "isa-default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-    "threads-1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-}
+from fsas_bench.runner.regress import EMULATED_ENVIRONMENTS, emulated_environment
+
+SETTINGS = {name: EMULATED_ENVIRONMENTS[name] for name in ("native", "isa-default", "threads-1")}
 METRICS = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO")
 
 
 def run_setting(name: str, out: Path, methods: str, shots: str, seeds: str) -> tuple[int, float]:
     """One sweep under setting ``name`` into ``out/run`` with the cache ``out/cache``: (exit status, wall s)."""
-    env = {k: v for k, v in os.environ.items() if k not in {k for s in SETTINGS.values() for k in s}}
-    env.update(SETTINGS[name], FSAS_CACHE_DIR=str(out / "cache"), HF_HUB_OFFLINE="1")
+    env = {**emulated_environment(name), "FSAS_CACHE_DIR": str(out / "cache"), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "fsas_bench.cli", "run", "--methods", methods, "--shots", shots,
                "--seeds", seeds, "--out", str(out / "run")]  # fmt: skip
     start = time.perf_counter()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from fsas_bench.runner.regress import KEY, Selection, SnapshotConfig, fits_dir, read_tidy, sidecar_path, sweep_spec
+from fsas_bench.runner.regress import (
+    EMULATED_ENVIRONMENTS, KEY, Selection, SnapshotConfig, emulated_environment, fits_dir, read_tidy, sidecar_path,
+    sweep_spec,
+)  # fmt: skip
 from fsas_bench.runner.results import atomic_write_text
 from fsas_bench.runner.sweep import Sweep
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "baselines" / "regression" / "embedded.csv"
-SETTINGS: dict[str, dict[str, str]] = {
-    "native": {},
-    "isa-default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-    "isa-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "threads-1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-}
-"""Emulated environments: generic vs vectorised kernels (what differs between CPUs) and 1 vs 2 threads."""
 
 
 def worker(snapshot: Path, out: Path) -> None:
@@ -71,9 +66,8 @@ def main() -> None:
     snapshot = read_tidy(args.against, "snapshot", (*KEY, "value"))
     moves: dict[str, pd.Series] = {}
     with tempfile.TemporaryDirectory(prefix="fsas-tolerance-") as tmp:
-        for name, variables in SETTINGS.items():
-            env = {k: v for k, v in os.environ.items() if k not in {n for s in SETTINGS.values() for n in s}}
-            env.update(variables, FSAS_CACHE_DIR=str(Path(tmp, name, "cache")))
+        for name, variables in EMULATED_ENVIRONMENTS.items():
+            env = {**emulated_environment(name), "FSAS_CACHE_DIR": str(Path(tmp, name, "cache"))}
             start = time.perf_counter()
             out = Path(tmp, name, "run")
             command = [sys.executable, __file__, "--against", str(args.against), "--worker", str(out)]
@@ -100,7 +94,7 @@ def main() -> None:
             "about": "largest move of each method and metric over emulated CPU environments (benchmarks/"
                      "regress_tolerance.py), times the safety factor; moves inside it are reported, not failed",
             "safety_factor": args.factor,
-            "settings": SETTINGS,
+            "settings": EMULATED_ENVIRONMENTS,
             "measured": {m: {x: float(v) for (mm, x), v in table.drop(columns="band").max(axis=1).items() if mm == m}
                          for m in bands},
             "bands": {m: b for m, b in bands.items() if b},

@@ -57,7 +57,21 @@ DEFAULT_TOLERANCES = {"cpu": {"*": 1e-6}, "cuda": {"*": 5e-3}}
 TRAINING_Z = 3.0
 TRAINING_FLOOR = 0.01  # one point: the least band of the statistical training check
 LOSS_DECREASE_SHARE = 0.5
-EMULATION_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+EMULATED_ENVIRONMENTS: dict[str, dict[str, str]] = {
+    "native": {},
+    "isa-default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "isa-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "threads-1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+}
+"""Other CPUs emulated on one machine: generic vs vectorised ATen/oneDNN kernels (what differs between CPU
+families; ``isa-avx2`` matters on AVX-512 machines) and one thread instead of several."""
+EMULATION_VARIABLES = tuple(sorted({name for env in EMULATED_ENVIRONMENTS.values() for name in env}))
+
+
+def emulated_environment(name: str) -> dict[str, str]:
+    """This process's environment with the emulation variables of ``name`` (and no others) set."""
+    env = {k: v for k, v in os.environ.items() if k not in EMULATION_VARIABLES}
+    return {**env, **EMULATED_ENVIRONMENTS[name]}
 _SHOWN = 50  # rows per table before "... and N more"
 
 
