@@ -1,0 +1,84 @@
+"""Hardening against the environment: full disks, unwritable or corrupt caches, bad results files, offline
+hubs, file permissions and provenance of uncommitted code."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fsas_bench.errors import UserError
+from tests.test_bad_input import data_args, meta_dataset, run_bad
+
+
+# --- 9. full disk, unwritable feature cache, corrupt cache entries ------------------------------------------
+
+
+def _no_space(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_feature_cache_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch, kind):
+    meta_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    if kind == "file":
+        cache.write_text("x")
+    else:  # a read-only folder (simulated: tests may run as root, who ignores permission bits)
+        cache.mkdir()
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != cache and access(path, mode))
+    line = run_bad(tmp_path, capsys, [*data_args(tmp_path), "--feature-cache", str(cache / "sub")], "--feature-cache")
+    assert f"'{cache / 'sub'}' is not writable" in line
+
+
+def test_full_disk_while_writing_a_result_is_one_line(tmp_path, monkeypatch):
+    from fsas_bench.runner.results import atomic_write_text
+
+    monkeypatch.setattr(os, "replace", _no_space)
+    target = tmp_path / "out" / "results.csv"
+    with pytest.raises(UserError, match=rf"cannot write .* '{target}': no space left on device: free disk space"):
+        atomic_write_text(target, "a,b\n")
+    assert not target.exists() and os.listdir(target.parent) == [], "the temp file is removed"
+
+
+def test_full_disk_while_writing_a_cache_entry_is_one_line(tmp_path, monkeypatch, tiny_backbone):
+    import fsas_bench.backbones.cache as cache_module
+    from fsas_bench.backbones import FeatureCache
+
+    monkeypatch.setattr(cache_module, "save_file", _no_space)
+    cache = FeatureCache(tiny_backbone, tmp_path / "cache")
+    with pytest.raises(UserError, match="feature cache entry .*: no space left on device: free disk space"):
+        cache.features(["a" * 64], ["embedding"], lambda i: torch.zeros(3, tiny_backbone.image_size, tiny_backbone.image_size))
+
+
+def _loader(size: int):
+    return lambda i: torch.linspace(0, 1, 3 * size * size).reshape(3, size, size)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other key", "no key"])
+def test_corrupt_or_mismatched_cache_entry_is_a_miss(tmp_path, tiny_backbone, damage):
+    from fsas_bench.backbones import FeatureCache
+
+    sha, _image = "b" * 64, _loader(tiny_backbone.image_size)
+    fresh = FeatureCache(tiny_backbone, tmp_path / "cache").features([sha], ["embedding"], _image)[0]["embedding"]
+    (entry,) = (tmp_path / "cache").glob("*.safetensors")
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:40])
+    elif damage == "garbage":
+        entry.write_bytes(b"\xff" * 100)
+    else:  # a well-formed entry with wrong features, stored under another key or none
+        key = {"key": "0" * 64} if damage == "other key" else None
+        save_file({"embedding": torch.full_like(fresh, 7.0)}, entry, metadata=key)
+    cache = FeatureCache(tiny_backbone, tmp_path / "cache")
+    again = cache.features([sha], ["embedding"], _image)[0]["embedding"]
+    assert cache.stats.misses == 1 and cache.stats.forwards == 1
+    torch.testing.assert_close(again, fresh, rtol=0, atol=0)
+    reread = FeatureCache(tiny_backbone, tmp_path / "cache")
+    torch.testing.assert_close(reread.features([sha], ["embedding"], _image)[0]["embedding"], fresh, rtol=0, atol=0)
+    assert reread.stats.hits == 1, "the recomputed entry was rewritten"
+
