@@ -82,3 +82,73 @@ def test_corrupt_or_mismatched_cache_entry_is_a_miss(tmp_path, tiny_backbone, da
     torch.testing.assert_close(reread.features([sha], ["embedding"], _image)[0]["embedding"], fresh, rtol=0, atol=0)
     assert reread.stats.hits == 1, "the recomputed entry was rewritten"
 
+
+# --- 11. `fsas-bench report` on damaged results.csv / timings.csv -----------------------------------------
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    """A --out folder with a two-row results.csv and its timings.csv, as the store writes them."""
+    from fsas_bench.runner.results import RESULT_COLUMNS, ResultStore
+
+    out = tmp_path / "run"
+    store = ResultStore(out)
+    for seed in (0, 1):
+        row = dict.fromkeys(RESULT_COLUMNS, "x") | {"shot": 1, "seed": seed, "value": 0.5 + seed / 10, "status": "ok",
+                                                     "metric": "I-AUROC"}  # fmt: skip
+        store.write_cell(f"job{seed}", [row], {"job_id": f"job{seed}", "ms_per_image": 2.0})
+    return out
+
+
+def _report_bad(out: Path, capsys: pytest.CaptureFixture[str], needle: str) -> None:
+    from fsas_bench.cli import main
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fsas-bench: error:") and "Traceback" not in err, lines
+    assert needle in lines[0], lines[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, "nothing may be written"
+
+
+def test_report_on_intact_tables_still_works(tmp_path, capsys):
+    from fsas_bench.cli import main
+
+    out = _run_dir(tmp_path)
+    assert main(["report", str(out)]) == 0
+    assert "55.0 ± 7.1" in (out / "leaderboard.md").read_text()  # seeds 0.5 and 0.6, ×100
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda text: "", "is empty (no header line)"),
+        (lambda text: text[: text.rindex("\n", 0, len(text) - 1) + 30], "fields where the header has"),
+        (lambda text: "method,value\nm,0.5\n", "lacks the column(s) run_id"),
+        (lambda text: text.replace("0.5", "zero.five"), "row 1 has value = 'zero.five', not a number"),
+        (lambda text: text.replace(",x,", ',"x,', 1), "results.csv"),
+        (lambda text: "\ufffe\x00\xff", "results.csv"),
+    ],
+    ids=["empty", "truncated", "wrong columns", "bad value", "open quote", "binary"],
+)
+def test_report_on_a_damaged_results_csv_is_one_line(tmp_path, capsys, damage, needle):
+    out = _run_dir(tmp_path)
+    results = out / "results.csv"
+    results.write_text(damage(results.read_text(encoding="utf-8")), encoding="utf-8")
+    _report_bad(out, capsys, needle)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda text: text[:-7], "fields where the header has"),
+        (lambda text: "job,ms\njob0,2\n", "lacks the column(s) job_id, ms_per_image"),
+        (lambda text: text.replace("2.0", "fast"), "has ms_per_image = 'fast', not a number"),
+    ],
+    ids=["truncated", "wrong columns", "bad number"],
+)
+def test_report_on_a_corrupt_timings_csv_is_one_line(tmp_path, capsys, damage, needle):
+    out = _run_dir(tmp_path)
+    timings = out / "timings.csv"
+    timings.write_text(damage(timings.read_text(encoding="utf-8")), encoding="utf-8")
+    _report_bad(out, capsys, needle)
