@@ -152,3 +152,50 @@ def test_report_on_a_corrupt_timings_csv_is_one_line(tmp_path, capsys, damage, n
     timings = out / "timings.csv"
     timings.write_text(damage(timings.read_text(encoding="utf-8")), encoding="utf-8")
     _report_bad(out, capsys, needle)
+
+
+# --- 14. open_clip weights without network: one line, fast --------------------------------------------------
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face / torch hub cache, so nothing is found locally."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def _no_network(monkeypatch) -> list[object]:
+    """Make every socket connection fail (never a real download); the addresses tried."""
+    import socket
+
+    tried: list[object] = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return tried
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "network blocked"])
+def test_pretrained_tag_offline_fails_fast_in_one_line(tmp_path, capsys, monkeypatch, empty_hub_cache, how):
+    import time
+
+    import huggingface_hub.constants as hub
+
+    tried = _no_network(monkeypatch)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", how == "HF_HUB_OFFLINE")  # the test session sets it
+    meta_dataset(tmp_path / "data")
+    start = time.perf_counter()
+    line = run_bad(tmp_path, capsys, [*data_args(tmp_path), "--backbone", "ViT-B-16", "--pretrained", "openai"],
+                   "could not obtain the 'openai' weights of ViT-B-16")  # fmt: skip
+    assert time.perf_counter() - start < 20, "no minute of retries"
+    assert "not in the local cache" in line and "--pretrained PATH" in line
+    assert hub.HF_HUB_OFFLINE is (how == "HF_HUB_OFFLINE"), "the hub setting is restored"
+    assert len(tried) == (0 if how == "HF_HUB_OFFLINE" else 1), "one probe at most, no retries"
