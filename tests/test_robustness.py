@@ -199,3 +199,33 @@ def test_pretrained_tag_offline_fails_fast_in_one_line(tmp_path, capsys, monkeyp
     assert "not in the local cache" in line and "--pretrained PATH" in line
     assert hub.HF_HUB_OFFLINE is (how == "HF_HUB_OFFLINE"), "the hub setting is restored"
     assert len(tried) == (0 if how == "HF_HUB_OFFLINE" else 1), "one probe at most, no retries"
+
+
+# --- 16. output files get the permissions of the user's umask ------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_are_created_with_the_umask_permissions(tmp_path, umask, tiny_backbone):
+    import stat
+
+    from fsas_bench.backbones import FeatureCache
+    from fsas_bench.runner.results import ResultStore
+    from fsas_bench.runner.training import save_state
+
+    old = os.umask(umask)
+    try:
+        store = ResultStore(tmp_path / "out")
+        store.write_cell("job", [{"value": 0.5}], {"job_id": "job"})
+        save_state({"w": torch.zeros(2)}, [1.0], tmp_path / "out" / "fit.safetensors")
+        FeatureCache(tiny_backbone, tmp_path / "cache").features(
+            ["c" * 64], ["embedding"], lambda i: torch.zeros(3, tiny_backbone.image_size, tiny_backbone.image_size))
+        (tmp_path / "plain").write_text("reference")  # what open() gives under this umask
+    finally:
+        os.umask(old)
+    assert os.umask(old) == old, "the umask is left as it was"
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "plain"]
+    assert len(files) >= 6  # results, timings, cell csv + timing, checkpoint, cache entry
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

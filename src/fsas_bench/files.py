@@ -16,7 +16,8 @@ from fsas_bench.errors import UserError
 
 
 def atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
-    """Create ``path`` by calling ``write(temp_path)`` and moving the temp file into place.
+    """Create ``path`` by calling ``write(temp_path)`` and moving the temp file into place, with the
+    permissions a plain ``open`` would give it (``0o666`` less the umask).
 
     Args:
         path: the final file.
@@ -32,11 +33,19 @@ def atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the user's usual permissions
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
     except OSError as exc:
         raise UserError(write_error(path, exc, what)) from exc
+
+
+def _umask() -> int:
+    """The process's current umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_error(path: Path, exc: OSError, what: str) -> str:
