@@ -229,3 +229,60 @@ def test_outputs_are_created_with_the_umask_permissions(tmp_path, umask, tiny_ba
     assert len(files) >= 6  # results, timings, cell csv + timing, checkpoint, cache entry
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+# --- 17. provenance: uncommitted code is marked dirty ---------------------------------------------------------
+
+
+def _package_in_a_repo(tmp_path: Path) -> Path:
+    """A git repository with a committed ``pkg/__init__.py`` and a README outside the package; the package."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("x = 1\n")
+    (tmp_path / "README").write_text("readme\n")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    return tmp_path / "pkg"
+
+
+@pytest.mark.parametrize(
+    ("change", "dirty"),
+    [
+        (lambda pkg: None, False),
+        (lambda pkg: (pkg.parent / "README").write_text("edited\n"), False),  # outside the package
+        (lambda pkg: (pkg / "__init__.py").write_text("x = 2\n"), True),
+        (lambda pkg: (pkg / "new.py").write_text("y = 1\n"), True),
+    ],
+    ids=["clean", "outside the package", "modified", "untracked module"],
+)
+def test_git_sha_marks_uncommitted_package_code_dirty(tmp_path, monkeypatch, change, dirty):
+    import subprocess
+
+    import fsas_bench
+    from fsas_bench.runner import provenance
+
+    package = _package_in_a_repo(tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    change(package)
+    monkeypatch.setattr(fsas_bench, "__file__", str(package / "__init__.py"))
+    provenance.git_sha.cache_clear()
+    try:
+        assert provenance.git_sha() == (f"{head}-dirty" if dirty else head)
+    finally:
+        provenance.git_sha.cache_clear()
+
+
+def test_leaderboard_footnote_keeps_the_dirty_mark(tmp_path):
+    from fsas_bench.runner.leaderboard import write_leaderboards
+
+    out = _run_dir(tmp_path)
+    results = out / "results.csv"
+    results.write_text(results.read_text().replace(",x,x,x,", f",x,{'a' * 40}-dirty,x,", 1))
+    text = write_leaderboards(out)[0].read_text()
+    assert f"(git {'a' * 12}-dirty, x)" in text

@@ -244,9 +244,15 @@ def _footnote(results: pd.DataFrame) -> list[str]:
                                                                 for r in undefined.itertuples()})))  # fmt: skip
         + ".",
         *([f"Cells not run: {'; '.join(not_run)}."] if not_run else []),
-        f"Versions: fsas-bench {values('fsas_version')} (git {values('git_sha')[:12]}), torch {values('torch')}, "
+        f"Versions: fsas-bench {values('fsas_version')} (git {_short_shas(results['git_sha'])}), torch {values('torch')}, "
         f"open_clip {values('open_clip')}; device {values('device')}.",
     ]
+
+
+def _short_shas(shas: pd.Series) -> str:
+    """The distinct commits, abbreviated to 12 hex digits, keeping a ``-dirty`` mark."""
+    short = {f"{s[:12]}-dirty" if s.endswith("-dirty") else s[:12] for s in shas.astype(str) if s}
+    return ", ".join(sorted(short)) or "—"
 
 
 def _ms_per_image(results: pd.DataFrame, timings: pd.DataFrame | None) -> dict:
