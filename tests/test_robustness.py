@@ -286,3 +286,15 @@ def test_leaderboard_footnote_keeps_the_dirty_mark(tmp_path):
     results.write_text(results.read_text().replace(",x,x,x,", f",x,{'a' * 40}-dirty,x,", 1))
     text = write_leaderboards(out)[0].read_text()
     assert f"(git {'a' * 12}-dirty, x)" in text
+
+
+# --- 19. the README sizes the install and gives the CPU-only variant ----------------------------------------
+
+
+def test_readme_install_gives_the_cpu_only_torch_alternative():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "pip install -e \".[dev]\"" in install.split("```")[1], "the one-command install comes first"
+    assert "6 GB" in install
+    cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert cpu in install and install.index(cpu) < install.rindex('pip install -e ".[dev]"')
