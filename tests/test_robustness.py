@@ -53,7 +53,7 @@ def test_full_disk_while_writing_a_cache_entry_is_one_line(tmp_path, monkeypatch
     monkeypatch.setattr(cache_module, "save_file", _no_space)
     cache = FeatureCache(tiny_backbone, tmp_path / "cache")
     with pytest.raises(UserError, match="feature cache entry .*: no space left on device: free disk space"):
-        cache.features(["a" * 64], ["embedding"], lambda i: torch.zeros(3, tiny_backbone.image_size, tiny_backbone.image_size))
+        cache.features(["a" * 64], ["embedding"], _loader(tiny_backbone.image_size))
 
 
 def _loader(size: int):

@@ -244,8 +244,8 @@ def _footnote(results: pd.DataFrame) -> list[str]:
                                                                 for r in undefined.itertuples()})))  # fmt: skip
         + ".",
         *([f"Cells not run: {'; '.join(not_run)}."] if not_run else []),
-        f"Versions: fsas-bench {values('fsas_version')} (git {_short_shas(results['git_sha'])}), torch {values('torch')}, "
-        f"open_clip {values('open_clip')}; device {values('device')}.",
+        f"Versions: fsas-bench {values('fsas_version')} (git {_short_shas(results['git_sha'])}), "
+        f"torch {values('torch')}, open_clip {values('open_clip')}; device {values('device')}.",
     ]
 
 
