@@ -9,17 +9,17 @@ and always encoded one at a time, which makes features independent of how querie
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from fsas_bench.backbones.clip import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, Preprocess
+from fsas_bench.files import atomic_write
 
 
 @dataclass
@@ -102,16 +102,20 @@ class FeatureCache:
         return hashlib.sha256(f"{identity}|{image_sha}".encode()).hexdigest()
 
     def _load(self, key: str) -> BackboneFeatures | None:
+        """The disk entry of ``key``; None (a miss) when absent, unreadable, or stored under another key."""
         if self.disk_dir is None or not (path := self.disk_dir / f"{key}.safetensors").is_file():
             return None
-        return load_file(path)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("key") != key:
+                    return None
+                return {name: handle.get_tensor(name) for name in handle.keys()}
+        except (OSError, SafetensorError, ValueError, RuntimeError):
+            return None
 
     def _store(self, key: str, entry: BackboneFeatures) -> None:
         if self.disk_dir is None:
             return
-        self.disk_dir.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.contiguous() for name, t in entry.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.disk_dir, suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp)
-        os.replace(tmp, self.disk_dir / f"{key}.safetensors")
+        path = self.disk_dir / f"{key}.safetensors"
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}), "feature cache entry")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -326,10 +329,12 @@ def load_backbone(
             f"the tags ({_tags_hint(arch)})"
         )
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+        with _download_quietly() as offline:
+            model = open_clip.create_model(arch, pretrained=pretrained, device=device)
     except Exception as err:  # download failures surface as RuntimeError from open_clip / huggingface_hub
+        reason = f"{offline}, and they are not in the local cache" if offline else _first_line(err)
         raise UserError(
-            f"could not obtain the '{pretrained}' weights of {arch} ({_first_line(err)}): download the "
+            f"could not obtain the '{pretrained}' weights of {arch} ({reason}): download the "
             "checkpoint on a machine with network access and pass the file with --pretrained PATH"
         ) from None
     return ClipBackbone(model, arch, pretrained, pretrained)
@@ -355,6 +360,39 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         logging.disable(logging.NOTSET)
+
+
+@contextmanager
+def _download_quietly() -> Iterator[str]:
+    """Fetch open_clip weights without log output, from the local cache only when the hub is unreachable.
+
+    huggingface_hub otherwise retries an unreachable hub for about a minute per file and logs every try. Yields
+    why only the cache is used (``""`` when the hub is used).
+    """
+    import huggingface_hub.constants as hub
+
+    offline = hub.HF_HUB_OFFLINE
+    reason = "HF_HUB_OFFLINE is set" if offline else _unreachable(hub.ENDPOINT)
+    hub.HF_HUB_OFFLINE = bool(reason)
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield reason
+    finally:
+        logging.disable(logging.NOTSET)
+        hub.HF_HUB_OFFLINE = offline
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str:
+    """Why ``endpoint`` cannot be reached (one TCP connection attempt), ``""`` when it can."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return f"{url.hostname} cannot be reached"
+    return ""
 
 
 def _tags_hint(arch: str) -> str:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ import numpy as np
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write
 from fsas_bench.numbers import MAX_SEED, strict_int
 
 HEADER_KEYS = ("manifest", "version", "dataset", "k", "seed", "source", "index_interpretation")
@@ -454,15 +453,4 @@ def _registry_key(path: Path, registry: Path) -> str | None:
 
 
 def _write_atomically(path: Path, data: bytes, what: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise UserError(f"cannot write {what} '{path}' ({exc.strerror or exc}): choose a writable location") from exc
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), what)

@@ -8,25 +8,82 @@ then per-category tables and a footnote with the protocol and provenance.
 
 from __future__ import annotations
 
+import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from fsas_bench.errors import UserError
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
 from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_published
-from fsas_bench.runner.results import atomic_write_text
+from fsas_bench.runner.results import RESULT_COLUMNS, atomic_write_text
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
 RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "backbone", "pretrained", "eval_size", "metric_impl"]
 
 
 def load_results(results_csv: Path) -> pd.DataFrame:
-    """The tidy results with ``value`` as float and everything else as text."""
-    frame = pd.read_csv(results_csv, dtype=str, keep_default_na=False)
-    frame["value"] = frame["value"].astype(float)
-    frame["shot"] = frame["shot"].astype(int)
+    """The tidy results with ``value`` as float and everything else as text.
+
+    Raises:
+        UserError: the file is empty, truncated, lacks result columns, or holds non-numeric values or shots.
+    """
+    frame = _read_table(results_csv, RESULT_COLUMNS, dtype=str, keep_default_na=False)
+    frame["value"] = _numbers(frame, "value", float, results_csv)
+    frame["shot"] = _numbers(frame, "shot", int, results_csv)
     return frame
+
+
+def load_timings(timings_csv: Path) -> pd.DataFrame:
+    """The per-cell timings (``job_id`` as text, ``ms_per_image`` as float); UserError when unreadable."""
+    frame = _read_table(timings_csv, ("job_id", "ms_per_image"), dtype={"job_id": str})
+    frame["ms_per_image"] = _numbers(frame, "ms_per_image", float, timings_csv)
+    return frame
+
+
+def _read_table(path: Path, columns: Sequence[str], **read: Any) -> pd.DataFrame:
+    """``path`` read by ``pd.read_csv(**read)``; UserError unless it is a complete table (a header, every row as
+    wide as it) with every one of ``columns``."""
+    fix = "rerun the sweep (`fsas-bench run` with the same --out) to rewrite it"
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise UserError(f"'{path}' is empty (no header line): {fix}")
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise UserError(f"'{path}' line {reader.line_num} has {len(row)} fields where the header has "
+                                    f"{len(header)}: the file is truncated or corrupt; {fix}")  # fmt: skip
+        frame = pd.read_csv(path, **read)
+    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"'{path}' is not a readable CSV table ({reason}): {fix}") from exc
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(f"'{path}' lacks the column(s) {', '.join(missing)}: it is not a fsas-bench table; {fix}")
+    return frame
+
+
+def _numbers(frame: pd.DataFrame, column: str, kind: type, path: Path) -> pd.Series:
+    """``frame[column]`` converted to ``kind``; UserError naming the first bad data row (counting from 1)."""
+    try:
+        return frame[column].astype(kind)
+    except (TypeError, ValueError) as exc:
+        bad = next(i for i, v in enumerate(frame[column]) if not _converts(v, kind))
+        raise UserError(f"'{path}' row {bad + 1} has {column} = {frame[column].iloc[bad]!r}, not a number: the file "
+                        "is corrupt; rerun the sweep (`fsas-bench run` with the same --out) to rewrite it") from exc
+
+
+def _converts(value: object, kind: type) -> bool:
+    try:
+        kind(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def aggregate(results: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +111,7 @@ def write_leaderboards(out: Path, published_dir: Path | None = PUBLISHED_DIR) ->
     """
     results = load_results(out / "results.csv")
     timings_path = out / "timings.csv"
-    timings = pd.read_csv(timings_path, dtype={"job_id": str}) if timings_path.is_file() else None
+    timings = load_timings(timings_path) if timings_path.is_file() else None
     table = aggregate(results)
     published = load_published(published_dir) if published_dir is not None and published_dir.is_dir() else None
     md_path, csv_path = out / "leaderboard.md", out / "leaderboard.csv"
@@ -187,9 +244,15 @@ def _footnote(results: pd.DataFrame) -> list[str]:
                                                                 for r in undefined.itertuples()})))  # fmt: skip
         + ".",
         *([f"Cells not run: {'; '.join(not_run)}."] if not_run else []),
-        f"Versions: fsas-bench {values('fsas_version')} (git {values('git_sha')[:12]}), torch {values('torch')}, "
-        f"open_clip {values('open_clip')}; device {values('device')}.",
+        f"Versions: fsas-bench {values('fsas_version')} (git {_short_shas(results['git_sha'])}), "
+        f"torch {values('torch')}, open_clip {values('open_clip')}; device {values('device')}.",
     ]
+
+
+def _short_shas(shas: pd.Series) -> str:
+    """The distinct commits, abbreviated to 12 hex digits, keeping a ``-dirty`` mark."""
+    short = {f"{s[:12]}-dirty" if s.endswith("-dirty") else s[:12] for s in shas.astype(str) if s}
+    return ", ".join(sorted(short)) or "—"
 
 
 def _ms_per_image(results: pd.DataFrame, timings: pd.DataFrame | None) -> dict:

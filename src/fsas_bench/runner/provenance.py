@@ -14,18 +14,20 @@ import fsas_bench
 
 @cache
 def git_sha() -> str:
-    """Commit of the fsas-bench source tree, or ``unknown`` outside a git checkout."""
+    """Commit of the fsas-bench source tree, ``<sha>-dirty`` when the package's files differ from it (modified,
+    staged or untracked, ignored files aside), or ``unknown`` outside a git checkout."""
+    package = Path(fsas_bench.__file__).parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(fsas_bench.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
+        sha = _git(package, "rev-parse", "HEAD")
+        changes = _git(package, "status", "--porcelain", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{sha}-dirty" if changes else sha
+
+
+def _git(cwd: Path, *args: str) -> str:
+    """Stripped stdout of ``git <args>`` run in ``cwd``."""
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
     return out.stdout.strip()
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fsas_bench.files import atomic_write
 from fsas_bench.names import child_path
 from fsas_bench.numbers import strict_int
 
@@ -46,16 +45,13 @@ def format_value(value: Any) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    """Write ``text`` to ``path`` atomically (see :func:`fsas_bench.files.atomic_write`)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write, "output file")
 
 
 def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:

@@ -27,6 +27,7 @@ from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
+from fsas_bench.files import check_writable_dir
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
 from fsas_bench.methods.base import with_overrides
@@ -120,7 +121,9 @@ class Sweep:
         self.job_ids = {cell: job_id(cell, **self._identity(cell)) for cell in self.cells}
         self.run_id = sha256_json(sorted(self.job_ids.values()))[:12]  # what is computed, not where or how batched
         self.store = ResultStore(spec.out)
-        _check_writable(spec.out)
+        check_writable_dir(spec.out, "--out")
+        if spec.feature_cache_dir is not None:
+            check_writable_dir(spec.feature_cache_dir, "--feature-cache")
         self._ground_truth: dict[tuple[str, str], tuple[np.ndarray, GroundTruthRegions | None]] = {}
 
     def _manifests(self) -> dict[tuple[str, int, int | str], ShotManifest]:
@@ -382,13 +385,3 @@ def _check_device(device: str) -> None:
         raise UserError(f"--device '{device}' is unknown: use cpu or cuda (cuda:N)")
     if not torch.cuda.is_available():
         raise UserError("--device cuda was requested but no CUDA GPU is visible: use --device cpu")
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before writing anything when ``out`` cannot be created or written."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out '{out}' is not writable (no write permission in '{probe}'): choose another --out")
-

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import FewShotMethod
 from fsas_bench.names import check_name, contained, safe_relative
@@ -67,15 +68,8 @@ def fit_relative_path(method: str, cfg_hash: str, dataset: str, category: str, s
 
 def save_state(state: dict[str, Tensor], losses: list[float], path: Path) -> str:
     """Write ``state`` atomically as safetensors with the training ``losses`` as metadata; its SHA-256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, tmp,
-                  metadata={"losses": json.dumps(losses)})  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"losses": json.dumps(losses)}), "checkpoint")
     return sha256_file(path)
 
 
