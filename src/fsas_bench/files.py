@@ -33,7 +33,7 @@ def atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
         os.close(fd)
         try:
             write(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the user's usual permissions
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; outputs get the user's usual permissions
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -41,7 +41,7 @@ def atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
         raise UserError(write_error(path, exc, what)) from exc
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process's current umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0o077)
     os.umask(mask)

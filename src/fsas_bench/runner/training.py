@@ -30,7 +30,7 @@ from torch import Tensor
 
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
-from fsas_bench.files import atomic_write
+from fsas_bench.files import atomic_write, umask
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import FewShotMethod
 from fsas_bench.names import check_name, contained, safe_relative
@@ -123,6 +123,7 @@ class ReferenceFits:
         source = run_out / CHECKPOINTS
         files = sorted(p for p in source.rglob("*.safetensors")) if source.is_dir() else []
         staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp creates 0700; the folder gets the user's usual permissions
         try:
             pins = {}
             for path in files:
