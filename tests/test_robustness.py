@@ -298,3 +298,18 @@ def test_readme_install_gives_the_cpu_only_torch_alternative():
     assert "6 GB" in install
     cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
     assert cpu in install and install.index(cpu) < install.rindex('pip install -e ".[dev]"')
+
+
+def test_default_out_is_an_untracked_folder_never_the_committed_example(tmp_path, monkeypatch):
+    """The README's main command run in a checkout must not overwrite the committed results/embedded/."""
+    import subprocess
+
+    from fsas_bench.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--methods", "patchknn", "--categories", "hex_nut", "--shots", "1", "--seeds", "0"]) == 0
+    assert (tmp_path / "fsas-results" / "embedded" / "results.csv").is_file()
+    assert not (tmp_path / "results").exists()
+    ignored = subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "fsas-results/embedded/results.csv"])
+    assert ignored.returncode == 0, "the default output folder must be ignored by git"

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from fsas_bench.runner.sweep import Sweep
 
 EMBEDDED_RUN_NAME = "embedded"
+DEFAULT_OUT_ROOT = "fsas-results"
+"""Where runs write without --out: an untracked folder (the committed example lives in results/embedded/)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_strict_int(), default=8, help="query batch size; never changes any number")
     run.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
     run.add_argument("--mask-resize", default="area>0.5", help="mask rule when --eval-size N (default area>0.5)")
-    run.add_argument("--out", type=Path, help="output directory (default results/<run-name>)")
+    run.add_argument("--out", type=Path, help="output directory (default fsas-results/<run-name>, untracked)")
     run.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
     run.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
     reg = sub.add_parser("regress", help="compare a run with a committed regression snapshot (exit 1 on drift)")
@@ -166,7 +168,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     datasets = _names(args.datasets)
     if args.shot_list and args.seeds:
         raise UserError("--seeds and --shot-list exclude each other: fixed lists carry their own references")
-    out = args.out or Path("results") / (
+    out = args.out or Path(DEFAULT_OUT_ROOT) / (
         EMBEDDED_RUN_NAME if not datasets and args.data_root is None and args.backbone == "fsas-tiny"
         else "_".join([*(datasets or ("all",)), args.backbone])
     )  # fmt: skip
