@@ -119,9 +119,9 @@ def test_training_does_not_amplify_rounding_differences_of_the_features(
         features = method.features
         noise = torch.Generator().manual_seed(2)
 
-        def perturbed(batch, names, prefetch=True):
+        def perturbed(batch, names, prefetch=True, **variant):
             return [{k: v * (1 + relative_noise * torch.randn(v.shape, generator=noise)) for k, v in f.items()}
-                    for f in features(batch, names, prefetch)]  # fmt: skip
+                    for f in features(batch, names, prefetch, **variant)]  # fmt: skip
 
         method.features = perturbed
         method.fit_auxiliary(auxiliary, auxiliary, shot=1)

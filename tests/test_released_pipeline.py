@@ -100,7 +100,7 @@ def test_faithful_presets_reproduce_the_released_pipeline():
     benchmark = FineGrainedADConfig()
     assert (benchmark.memory_tap, benchmark.query_bgr_quirk, benchmark.pre_resize) == ("block", False, 0)
     assert InCTRLConfig().preprocess == "resize" and InCTRLConfig.faithful().preprocess == "resize_centercrop"
-    assert InCTRLConfig.faithful().flags() == "mode=faithful;preprocess=resize_centercrop"
+    assert InCTRLConfig.faithful().flags() == "mode=faithful;preprocess=resize_centercrop;head_dtype=float32"
 
 
 # --- 2. PromptAD / FineGrainedAD's cv2 input pipeline -----------------------------------------------------
