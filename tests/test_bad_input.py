@@ -471,3 +471,32 @@ def test_regress_sidecar_item_types(tmp_path, sweep):
     (tmp_path / "snap.json").write_text(json.dumps({"sweep": sweep}))
     with pytest.raises(UserError, match=f"sweep.{next(iter(sweep))} = .* should hold JSON"):
         SnapshotConfig.load(tmp_path / "snap.json")
+
+
+# Item 15: bad arguments are refused before torch, lightning or open_clip are imported.
+_HEAVY = ("torch", "lightning", "open_clip", "torchmetrics")
+_EARLY_ARGS = [
+    ["run", "--shots", "²"], ["run", "--seeds", "4294967296"], ["run", "--methods", "nope"],
+    ["run", "--set", "x"], ["run", "--set", "nope.sigma=1"], ["run", "--eval-size", "abc"],
+    ["run", "--eval-size", "64", "--mask-resize", "cubic"], ["run", "--batch-size", "0"],
+    ["run", "--device", "tpu"], ["run", "--device", "cuda:x"], ["run", "--datasets", "nope"],
+    ["run", "--shot-list", "a.txt", "--seeds", "0"], ["report", "{tmp}/missing"],
+    ["regress", "--against", "x.csv", "--shots", "a"], ["regress", "--against", "x.csv", "--atol", "nan"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", _EARLY_ARGS, ids=lambda a: " ".join(a))
+def test_bad_arguments_are_refused_before_heavy_imports(tmp_path, args):
+    import subprocess
+    import sys
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + (["--out", str(tmp_path / "out")]
+                                                                 if args[0] == "run" else [])  # fmt: skip
+    probe = (
+        "import sys\nfrom fsas_bench.cli import main\nstatus = main(sys.argv[1:])\n"
+        f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules), status)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[] 2", done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("fsas-bench: error: ")
+    assert not (tmp_path / "out").exists()

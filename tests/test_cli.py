@@ -220,3 +220,17 @@ def test_method_settings_from_the_command_line(tmp_path, capsys):
                         (["--set", "patchknn.mode=faithful"], "choose the preset with --mode")):  # fmt: skip
         assert main(["run", "--methods", "patchknn", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert needle in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_builtin_method_names_match_what_their_modules_register():
+    """The lazy registry's name → module table agrees with the classes the modules register."""
+    import importlib
+
+    from fsas_bench.methods import registry
+
+    for module in set(registry.BUILTIN_METHODS.values()):
+        importlib.import_module(module)
+    registered = {name: cls.__module__ for name, cls in registry._REGISTRY.items()}
+    assert set(registered) == set(registry.BUILTIN_METHODS)
+    for name, module in registry.BUILTIN_METHODS.items():
+        assert registered[name].startswith(module + "."), name

@@ -10,7 +10,8 @@ import torch
 
 from fsas_bench.cli import main
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods import MethodOutput, get_method, list_methods
+from fsas_bench.methods import get_method, list_methods
+from fsas_bench.methods.base import MethodOutput
 from fsas_bench.runner.regress import SNAPSHOT_COLUMNS, SnapshotConfig, fits_dir, sidecar_path
 from fsas_bench.runner.training import ReferenceFits
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -63,9 +64,9 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
 
 
-def _overrides(items: list[str], textures: Path | None, methods: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """``--set method.field=value`` items (and ``--anomaly-textures``) as method → {field: text}."""
-    from fsas_bench.methods import get_method, list_methods
+def _set_items(items: list[str]) -> dict[str, dict[str, str]]:
+    """``--set method.field=value`` items as method → {field: text} (syntax and method names; imports nothing)."""
+    from fsas_bench.methods import check_method_name
 
     result: dict[str, dict[str, str]] = {}
     for item in items:
@@ -73,14 +74,23 @@ def _overrides(items: list[str], textures: Path | None, methods: tuple[str, ...]
         method, dot, name = target.partition(".")
         if not sep or not dot or not name:
             raise UserError(f"--set '{item}' is malformed: write METHOD.FIELD=VALUE, e.g. dictas.epochs=10")
-        get_method(method)
+        check_method_name(method)
         result.setdefault(method, {})[name] = value
-    if textures is not None:
-        if not textures.is_dir():
-            raise UserError(f"--anomaly-textures '{textures}' is not a directory: pass a folder of texture images")
-        for method in methods or tuple(list_methods()):
-            if "anomaly_textures" in get_method(method).config_cls().to_dict():
-                result.setdefault(method, {})["anomaly_textures"] = str(textures)
+    return result
+
+
+def _with_textures(
+    overrides: dict[str, dict[str, str]], textures: Path | None, methods: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
+    """``overrides`` plus ``anomaly_textures`` for every selected method whose config has that field."""
+    from fsas_bench.methods import get_method, list_methods
+
+    if textures is None:
+        return overrides
+    result = {method: dict(fields) for method, fields in overrides.items()}
+    for method in methods or tuple(list_methods()):
+        if "anomaly_textures" in get_method(method).config_cls().to_dict():
+            result.setdefault(method, {})["anomaly_textures"] = str(textures)
     return result
 
 
@@ -159,28 +169,69 @@ def _run_with_progress(sweep: Sweep) -> None:
         sweep.run(advance)
 
 
+@dataclass(frozen=True)
+class _RunArgs:
+    """The ``run`` options after the checks that need no heavy import (torch, lightning, open_clip)."""
+
+    out: Path
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    shots: tuple[int, ...]
+    seeds: tuple[int, ...]
+    overrides: dict[str, dict[str, str]]
+
+
+def _check_run_args(args: argparse.Namespace) -> _RunArgs:
+    """Every ``run`` check that is cheap, before torch is imported (a bad argument is refused at once)."""
+    from fsas_bench.data.registry import check_dataset_name
+    from fsas_bench.files import check_writable_dir
+    from fsas_bench.methods import check_method_name
+    from fsas_bench.options import check_device_name, parse_eval_size
+
+    methods, datasets = _names(args.methods), _names(args.datasets)
+    for method in methods:
+        check_method_name(method)
+    if args.shot_list and args.seeds:
+        raise UserError("--seeds and --shot-list exclude each other: fixed lists carry their own references")
+    shots = _int_list(args.shots, "shots", 0)
+    seeds = _int_list(args.seeds or "0,1,2", "seeds", 0, MAX_SEED)
+    overrides = _set_items(args.set)
+    if args.anomaly_textures is not None and not args.anomaly_textures.is_dir():
+        raise UserError(f"--anomaly-textures '{args.anomaly_textures}' is not a directory: pass a folder of texture "
+                        "images")  # fmt: skip
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    parse_eval_size(args.eval_size, args.mask_resize)
+    check_device_name(args.device)
+    for name in datasets:
+        check_dataset_name(name, args.data_root)
+    out = args.out or Path(DEFAULT_OUT_ROOT) / (
+        EMBEDDED_RUN_NAME if not datasets and args.data_root is None and args.backbone == "fsas-tiny"
+        else "_".join([*(datasets or ("all",)), args.backbone])
+    )  # fmt: skip
+    check_writable_dir(out, "--out")
+    if args.feature_cache is not None:
+        check_writable_dir(args.feature_cache, "--feature-cache")
+    return _RunArgs(out, methods, datasets, shots, seeds, overrides)
+
+
 def _run(args: argparse.Namespace, console: Console) -> None:
+    checked = _check_run_args(args)
     from fsas_bench.backbones.registry import default_pretrained
     from fsas_bench.evaluation import EvalFrame
     from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
     from fsas_bench.runner.sweep import Sweep, SweepSpec
 
-    datasets = _names(args.datasets)
-    if args.shot_list and args.seeds:
-        raise UserError("--seeds and --shot-list exclude each other: fixed lists carry their own references")
-    out = args.out or Path(DEFAULT_OUT_ROOT) / (
-        EMBEDDED_RUN_NAME if not datasets and args.data_root is None and args.backbone == "fsas-tiny"
-        else "_".join([*(datasets or ("all",)), args.backbone])
-    )  # fmt: skip
+    out = checked.out
     spec = SweepSpec(
         out=out,
-        methods=_names(args.methods),
-        datasets=datasets,
+        methods=checked.methods,
+        datasets=checked.datasets,
         categories=_names(args.categories),
-        shots=_int_list(args.shots, "shots", 0),
-        seeds=_int_list(args.seeds or "0,1,2", "seeds", 0, MAX_SEED),
+        shots=checked.shots,
+        seeds=checked.seeds,
         shot_lists=tuple(args.shot_list),
-        overrides=_overrides(args.set, args.anomaly_textures, _names(args.methods)),
+        overrides=_with_textures(checked.overrides, args.anomaly_textures, checked.methods),
         data_root=args.data_root,
         backbone=args.backbone,
         pretrained=args.pretrained or default_pretrained(args.backbone),
@@ -233,16 +284,17 @@ def _rerun(config: SnapshotConfig, selection: Selection, device: str, fits: Path
 
 
 def _regress(args: argparse.Namespace, console: Console) -> int:
+    shots = _int_list(args.shots, "shots", 0) if args.shots else ()
+    seeds = _int_list(args.seeds, "seeds", 0, MAX_SEED) if args.seeds else ()
+    if args.atol is not None and not 0 <= args.atol < float("inf"):
+        raise UserError(f"--atol {args.atol} is invalid: use a non-negative number such as 1e-6")
     from fsas_bench.runner import regress as rg
     from fsas_bench.runner.results import RESULT_COLUMNS
 
     selection = rg.Selection(
         methods=_names(args.methods), datasets=_names(args.datasets), categories=_names(args.categories),
-        shots=_int_list(args.shots, "shots", 0) if args.shots else (),
-        seeds=_int_list(args.seeds, "seeds", 0, MAX_SEED) if args.seeds else (),
+        shots=shots, seeds=seeds,
     )  # fmt: skip
-    if args.atol is not None and not 0 <= args.atol < float("inf"):
-        raise UserError(f"--atol {args.atol} is invalid: use a non-negative number such as 1e-6")
     sidecar = rg.sidecar_path(args.against)
     first_time = args.update and not sidecar.exists()
     config = rg.SnapshotConfig() if first_time else rg.SnapshotConfig.load(sidecar)
@@ -277,10 +329,10 @@ def _regress(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> None:
-    from fsas_bench.runner.leaderboard import write_leaderboards
-
     if not (args.dir / "results.csv").is_file():
         raise UserError(f"'{args.dir / 'results.csv'}' not found: pass the --out directory of a run")
+    from fsas_bench.runner.leaderboard import write_leaderboards
+
     for path in write_leaderboards(args.dir):
         console.print(f"wrote {path}")
 

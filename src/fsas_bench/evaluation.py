@@ -19,9 +19,7 @@ from torch import Tensor
 from fsas_bench.data.formats import read_mask
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.numbers import strict_int
-
-MASK_RESIZE_RULES = ("nearest", "bilinear>0.5", "area>0.5", "area>0")
+from fsas_bench.options import parse_eval_size
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,8 @@ class EvalFrame:
     @classmethod
     def parse(cls, eval_size: str, mask_resize: str = "area>0.5") -> EvalFrame:
         """From the CLI: ``native`` or a positive integer N (then ``mask_resize`` applies)."""
-        if eval_size == "native":
-            return cls()
-        size = strict_int(eval_size)
-        if size is None or size <= 0:
-            raise UserError(f"--eval-size '{eval_size}' is invalid: use 'native' or a positive integer such as 256")
-        if mask_resize not in MASK_RESIZE_RULES:
-            raise UserError(f"--mask-resize '{mask_resize}' is unknown: use one of {', '.join(MASK_RESIZE_RULES)}")
-        return cls(size=size, mask_resize=mask_resize)
+        size, rule = parse_eval_size(eval_size, mask_resize)
+        return cls(size=size, mask_resize=rule)
 
     def frame_shape(self, samples: Sequence[Sample]) -> tuple[int, int]:
         """The common ``(H, W)`` of the category's evaluation frame."""

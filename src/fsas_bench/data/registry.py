@@ -112,14 +112,24 @@ def default_datasets(data_root: Path | None) -> list[str]:
 
 def load_dataset(name: str, data_root: Path | None) -> DatasetIndex:
     """The index of dataset ``name``."""
+    return _locate(name, data_root)()
+
+
+def check_dataset_name(name: str, data_root: Path | None) -> None:
+    """Raise a one-line :class:`UserError` unless dataset ``name`` is available; reads and writes nothing of it."""
+    _locate(name, data_root)
+
+
+def _locate(name: str, data_root: Path | None) -> Callable[[], DatasetIndex]:
+    """How to load dataset ``name`` (a one-line :class:`UserError` when it is unknown or unavailable)."""
     if name in SYNTHETIC_DATASETS:
-        return load_mvtec_tree(ensure_synthetic(name, cache_dir() / "datasets"), name)
+        return lambda: load_mvtec_tree(ensure_synthetic(name, cache_dir() / "datasets"), name)
     if name in PACKAGED_DATASETS:
-        return PACKAGED_DATASETS[name][0]()
+        return PACKAGED_DATASETS[name][0]
     folders = root_folders(data_root) if data_root is not None else {}
     if name in folders:
         loader = FOLDER_DATASETS.get(name, load_meta_json)
-        return loader(folders[name], name)
+        return lambda: loader(folders[name], name)
     known = sorted(set(SYNTHETIC_DATASETS) | set(PACKAGED_DATASETS) | set(FOLDER_DATASETS) | set(folders))
     if name in FOLDER_DATASETS:
         where = f"'{data_root}' has no {name}/ folder" if data_root else "it needs --data-root DIR with DIR/" + name

@@ -1,7 +1,9 @@
-"""FSAS methods: one sub-package per method (pure torch model + LightningModule), one registry."""
+"""FSAS methods: one sub-package per method (pure torch model + LightningModule), one registry.
 
-from fsas_bench.methods import dictas, finegrainedad, inctrl, patchknn, winclip  # noqa: F401  (registers the methods)
-from fsas_bench.methods.base import FewShotMethod, MethodConfig, MethodOutput
-from fsas_bench.methods.registry import get_method, list_methods, register_method
+Importing this package is cheap: a method's module (and torch) is imported when the method is first looked up
+with :func:`get_method`; the base classes live in :mod:`fsas_bench.methods.base`.
+"""
 
-__all__ = ["FewShotMethod", "MethodConfig", "MethodOutput", "get_method", "list_methods", "register_method"]
+from fsas_bench.methods.registry import check_method_name, get_method, list_methods, register_method
+
+__all__ = ["check_method_name", "get_method", "list_methods", "register_method"]

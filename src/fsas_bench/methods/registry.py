@@ -1,7 +1,13 @@
-"""timm-style method registry: ``@register_method`` on a LightningModule class, then look it up by name."""
+"""timm-style method registry: ``@register_method`` on a LightningModule class, then look it up by name.
+
+The built-in methods are known by name without importing them (like open_clip's config registry): the CLI can
+refuse an unknown ``--methods`` name before torch is loaded, and :func:`get_method` imports a method's module
+on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
 from fnmatch import fnmatch
 from typing import TYPE_CHECKING
 
@@ -9,6 +15,16 @@ from fsas_bench.errors import UserError
 
 if TYPE_CHECKING:
     from fsas_bench.methods.base import FewShotMethod
+
+BUILTIN_METHODS: dict[str, str] = {
+    "dictas": "fsas_bench.methods.dictas",
+    "finegrainedad": "fsas_bench.methods.finegrainedad",
+    "inctrl": "fsas_bench.methods.inctrl",
+    "patchknn": "fsas_bench.methods.patchknn",
+    "promptad": "fsas_bench.methods.finegrainedad",
+    "winclip": "fsas_bench.methods.winclip",
+}
+"""Built-in method name → the module whose import registers it."""
 
 _REGISTRY: dict[str, type[FewShotMethod]] = {}
 
@@ -22,15 +38,21 @@ def register_method(cls: type[FewShotMethod]) -> type[FewShotMethod]:
 
 
 def list_methods(pattern: str = "*") -> list[str]:
-    """Registered method names matching a shell-style ``pattern``, sorted."""
-    return sorted(name for name in _REGISTRY if fnmatch(name, pattern))
+    """Known method names (built-in and registered) matching a shell-style ``pattern``, sorted; imports nothing."""
+    return sorted(name for name in {*BUILTIN_METHODS, *_REGISTRY} if fnmatch(name, pattern))
+
+
+def check_method_name(name: str) -> None:
+    """Raise a one-line :class:`UserError` unless ``name`` is a known method; imports nothing."""
+    if name not in BUILTIN_METHODS and name not in _REGISTRY:
+        raise UserError(
+            f"unknown method '{name}': choose from {', '.join(list_methods())} (see 'fsas-bench list')"
+        )
 
 
 def get_method(name: str) -> type[FewShotMethod]:
-    """The method class registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UserError(
-            f"unknown method '{name}': choose from {', '.join(list_methods())} (see 'fsas-bench list')"
-        ) from None
+    """The method class registered as ``name`` (importing its built-in module on first use)."""
+    check_method_name(name)
+    if name not in _REGISTRY:
+        importlib.import_module(BUILTIN_METHODS[name])
+    return _REGISTRY[name]

@@ -29,10 +29,11 @@ from fsas_bench.errors import UserError
 from fsas_bench.evaluation import EvalFrame
 from fsas_bench.files import check_writable_dir
 from fsas_bench.hashing import canonical_json, sha256_json
-from fsas_bench.methods import FewShotMethod, MethodOutput, get_method, list_methods
-from fsas_bench.methods.base import with_overrides
+from fsas_bench.methods import get_method, list_methods
+from fsas_bench.methods.base import FewShotMethod, MethodOutput, with_overrides
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
 from fsas_bench.names import child_path
+from fsas_bench.options import check_device_name
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
@@ -379,9 +380,8 @@ def _trainer(device: str) -> L.Trainer:
 
 
 def _check_device(device: str) -> None:
+    check_device_name(device)
     if device == "cpu":
         return
-    if not device.startswith("cuda"):
-        raise UserError(f"--device '{device}' is unknown: use cpu or cuda (cuda:N)")
     if not torch.cuda.is_available():
         raise UserError("--device cuda was requested but no CUDA GPU is visible: use --device cpu")

@@ -32,7 +32,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write, umask
 from fsas_bench.hashing import sha256_file
-from fsas_bench.methods import FewShotMethod
+from fsas_bench.methods.base import FewShotMethod
 from fsas_bench.names import check_name, contained, safe_relative
 
 CHECKPOINTS = "checkpoints"
