@@ -69,3 +69,25 @@ def test_aggregate_is_mean_over_categories_then_mean_std_over_seeds(tmp_path):
     assert "| — |" in text or " — |" in text  # no pixel metrics on this toy set
     assert "Undefined (NaN, skipped in means): 1 rows" in text
     assert pd.read_csv(csv_path).shape[0] == 4
+
+
+def test_main_table_marks_fewer_categories_counts_seeds_and_explains_ms(tmp_path):
+    """A NaN category marks the cell with † and names what was skipped; seeds are counted; ms/img is defined."""
+    store = ResultStore(tmp_path)
+    for method, seed, category in product(["a", "b"], [0, 1], ["x", "y"]):
+        value = math.nan if (method, seed, category) == ("a", 1, "y") else 0.5 + 0.1 * seed
+        status = "undefined" if math.isnan(value) else "ok"
+        jid = f"{method}{seed}{category}"
+        rows = [{**r, "job_id": jid} for r in _rows(method, category, 1, seed, {"I-AUROC": value}, status)]
+        store.write_cell(jid, rows, {"job_id": jid, "ms_per_image": 3.0})
+    text = write_leaderboards(tmp_path)[0].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| Method (k-shot)"))
+    assert header.split(" | ")[-2:] == ["seeds", "ms/img |"]
+    row_a = next(line for line in text.splitlines() if line.startswith("| a (1-shot)"))
+    row_b = next(line for line in text.splitlines() if line.startswith("| b (1-shot)"))
+    cells_a, cells_b = row_a.strip("|").split(" | "), row_b.strip("|").split(" | ")
+    assert cells_a[1].endswith("†") and not cells_b[1].endswith("†")
+    assert cells_a[-2].strip() == cells_b[-2].strip() == "2" and cells_a[-1].strip() == "3.0"
+    assert "a 1-shot I-AUROC: 1 of 2 categories (no value for y (seed 1))" in text
+    assert "backbone encoding" in text and "excluded" in text
+    assert "b 1-shot" not in text.split("†", 2)[-1].split("\n\n")[0]

@@ -129,7 +129,9 @@ def render_markdown(
     matches = match_published(table, published) if published is not None else table.iloc[:0]
     for dataset, rows in table.groupby("dataset", sort=True):
         has_pixels = rows["metric"].isin(PIXEL_METRICS).any()
-        lines += [f"## {dataset}", "", *_main_table(rows, speed, has_pixels), ""]
+        categories = sorted(results.loc[results["dataset"] == dataset, "category"].unique())
+        lines += [f"## {dataset}", "", *_main_table(rows, speed, has_pixels, len(categories)), ""]
+        lines += _main_table_notes(rows, results[results["dataset"] == dataset], categories)
         lines += _paper_table(matches[matches["dataset"] == dataset])
         lines += _category_tables(results[results["dataset"] == dataset], has_pixels)
         lines += _footnote(results[results["dataset"] == dataset]) + [""]
@@ -143,8 +145,19 @@ def _fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {spread}"
 
 
-def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool) -> list[str]:
-    header = ["Method (k-shot)", *METRICS, "ms/img"]
+FEWER_CATEGORIES = "†"
+"""Marks a leaderboard value averaged over fewer categories than the dataset has (a NaN category skipped)."""
+
+MS_PER_IMAGE_NOTE = (
+    "ms/img: the method's prediction time per test image from cached backbone features (backbone encoding, "
+    "fitting on the references and metrics excluded), mean over the row's cells."
+)
+
+
+def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool, n_categories: int) -> list[str]:
+    """One row per method × shot: the metrics (mean ± std over seeds, ``†`` when fewer than ``n_categories``
+    categories are averaged), the number of seeds, and ms/img."""
+    header = ["Method (k-shot)", *METRICS, "seeds", "ms/img"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for shot, shot_rows in rows.groupby("shot", sort=True):
         cells = shot_rows.set_index(["method", "mode", "metric"])
@@ -166,10 +179,38 @@ def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool) -> list[str]:
                 row = cells.loc[(method, mode, metric)]
                 text = _fmt(row["mean"], row["std"])
                 is_best = mode == "benchmark" and round(row["mean"], 3) == best.get(metric)
-                values.append(f"**{text}**" if is_best else text)
+                text = f"**{text}**" if is_best else text
+                values.append(text + (FEWER_CATEGORIES if row["n_categories"] < n_categories else ""))
+            seeds = cells.loc[(method, mode), "n_seeds"].max()
             ms = speed.get((rows["dataset"].iloc[0], method, mode, shot))
-            out.append(f"| {label} ({shot}-shot) | " + " | ".join(values) + f" | {'' if ms is None else f'{ms:.1f}'} |")
+            out.append(f"| {label} ({shot}-shot) | " + " | ".join(values)
+                       + f" | {seeds} | {'' if ms is None else f'{ms:.1f}'} |")  # fmt: skip
     return out
+
+
+def _main_table_notes(table: pd.DataFrame, results: pd.DataFrame, categories: list[str]) -> list[str]:
+    """What the ``†`` marks of the main table leave out (per method, shot and metric), and what ms/img means."""
+    fewer = table[table["n_categories"] < len(categories)]
+    scored = results[results["status"].isin(["ok", "undefined"])]
+    finite = scored[scored["value"].notna()]
+    notes = []
+    for r in fewer.sort_values(["shot", "method", "mode", "metric"]).itertuples():
+        label = r.method if r.mode == "benchmark" else f"{r.method} [{r.mode}]"
+        cells = finite[(finite["method"] == r.method) & (finite["mode"] == r.mode) & (finite["shot"] == r.shot)
+                       & (finite["metric"] == r.metric)]  # fmt: skip
+        seeds = sorted(set(scored["seed"]))
+        missing = []
+        for category in categories:
+            absent = [s for s in seeds if cells[(cells["category"] == category) & (cells["seed"] == s)].empty]
+            if absent:
+                missing.append(category if absent == seeds else f"{category} (seed {', '.join(absent)})")
+        notes.append(f"{label} {r.shot}-shot {r.metric}: {r.n_categories} of {len(categories)} categories "
+                     f"(no value for {', '.join(missing)})")  # fmt: skip
+    lines = [MS_PER_IMAGE_NOTE, ""]
+    if notes:
+        lines = [f"{FEWER_CATEGORIES} averaged over fewer categories than the dataset has (a category whose metric "
+                 "is undefined or missing is skipped in that seed's mean): " + "; ".join(notes) + ".", "", *lines]
+    return lines
 
 
 def _paper_table(matches: pd.DataFrame) -> list[str]:
