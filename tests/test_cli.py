@@ -234,3 +234,53 @@ def test_builtin_method_names_match_what_their_modules_register():
     assert set(registered) == set(registry.BUILTIN_METHODS)
     for name, module in registry.BUILTIN_METHODS.items():
         assert registered[name].startswith(module + "."), name
+
+
+def _interrupt_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    return stderr.strip().splitlines()[-1]
+
+
+def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_cells(tmp_path):
+    """A real SIGINT while cells run: exit 130, one line saying how far it got, finished cells kept."""
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(_cli("run", "--methods", "patchknn", *SUBSET, "--out", str(out)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len([p for p in (out / "cells").glob("*.csv") if ".timing" not in p.name]) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be interrupted"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    line = _interrupt_line(stderr)
+    done = int(line.split("after ")[1].split(" of")[0])
+    assert line == f"fsas-bench: interrupted after {done} of 8 cells; rerun the same command to resume"
+    kept = [p for p in (out / "cells").glob("*.csv") if ".timing" not in p.name]
+    assert 3 <= done <= len(kept) < 8
+
+
+@pytest.mark.parametrize(("method", "hook"), [("patchknn", "predict_step"), ("inctrl", "training_step")])
+def test_ctrl_c_inside_lightning_is_not_exit_1(tmp_path, capsys, monkeypatch, method, hook):
+    """Lightning catches KeyboardInterrupt in predict/fit and calls sys.exit(1): the CLI still says what happened
+    and exits 130 (here the interrupt is raised from inside the Lightning loop, on the second cell for predict)."""
+    from fsas_bench.methods import get_method
+
+    cls = get_method(method)
+    original, starts = getattr(cls, hook), []
+
+    def interrupted(self, batch, batch_idx):
+        starts.extend([batch_idx] if batch_idx == 0 else [])
+        if hook == "training_step" or len(starts) == 2:  # training: at once; predict: first batch of cell 2
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(cls, hook, interrupted)
+    out = tmp_path / "out"
+    status = main(["run", "--methods", method, "--categories", "tile", "--shots", "1", "--seeds", "0,1",
+                   "--out", str(out)])  # fmt: skip
+    assert status == 130
+    line = _interrupt_line(capsys.readouterr().err)
+    done = 1 if hook == "predict_step" else 0
+    assert line == f"fsas-bench: interrupted after {done} of 2 cells; rerun the same command to resume"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

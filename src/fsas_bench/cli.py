@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -151,22 +152,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupted(Exception):
+    """Ctrl-C during a sweep, after ``done`` of ``total`` cells (finished cells are kept)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} cells; rerun the same command to resume")
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also as Lightning reports it: it catches KeyboardInterrupt inside fit/predict and calls
+    ``sys.exit(1)``, leaving SIGINT ignored."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt)
+    )
+
+
 def _run_with_progress(sweep: Sweep) -> None:
-    """Run every cell of ``sweep`` with a progress bar on stderr."""
+    """Run every cell of ``sweep`` with a progress bar on stderr; Ctrl-C raises :class:`_Interrupted`."""
     from fsas_bench.runner.sweep import CellReport
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    finished = 0
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task("cells", total=len(sweep.cells))
 
         def advance(report: CellReport) -> None:
+            nonlocal finished
+            finished += 1
             cell = report.cell
             state = "resumed" if report.skipped else "done"
             progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
                             f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
 
-        sweep.run(advance)
+        try:
+            sweep.run(advance)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not _is_interrupt(exc):
+                raise
+            raise _Interrupted(finished, len(sweep.cells)) from None
 
 
 @dataclass(frozen=True)
@@ -384,10 +408,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"fsas-bench: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fsas-bench: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except _Interrupted as err:
+        return _interrupted(str(err))
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if not _is_interrupt(exc):
+            raise
+        return _interrupted("interrupted; rerun the same command to resume")
     return status or 0
+
+
+def _interrupted(message: str) -> int:
+    """Say ``message`` in one line, restore Ctrl-C (Lightning leaves it ignored) and give exit status 130."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"fsas-bench: {message}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
