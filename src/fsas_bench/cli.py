@@ -19,8 +19,9 @@ from fsas_bench.errors import UserError
 from fsas_bench.numbers import MAX_SEED, strict_int
 
 if TYPE_CHECKING:
+    from fsas_bench.progress import PhaseUpdate
     from fsas_bench.runner.regress import Selection, SnapshotConfig
-    from fsas_bench.runner.sweep import Sweep
+    from fsas_bench.runner.sweep import Sweep, SweepSpec
 
 EMBEDDED_RUN_NAME = "embedded"
 DEFAULT_OUT_ROOT = "fsas-results"
@@ -167,6 +168,15 @@ def _is_interrupt(exc: BaseException) -> bool:
     )
 
 
+def _prepare(spec: SweepSpec) -> Sweep:
+    """The validated sweep, with a spinner while datasets are indexed (generated on first use), every used
+    image is checked and the backbone is loaded."""
+    from fsas_bench.runner.sweep import Sweep
+
+    with Console(stderr=True).status("preparing the sweep: datasets (generated on first use), images, backbone"):
+        return Sweep(spec)
+
+
 def _run_with_progress(sweep: Sweep) -> None:
     """Run every cell of ``sweep`` with a progress bar on stderr; Ctrl-C raises :class:`_Interrupted`."""
     from fsas_bench.runner.sweep import CellReport
@@ -176,6 +186,20 @@ def _run_with_progress(sweep: Sweep) -> None:
     finished = 0
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task("cells", total=len(sweep.cells))
+        phase_task = progress.add_task("", total=None, visible=False)
+        current_phase = ""
+
+        def show_phase(update: PhaseUpdate | None) -> None:
+            nonlocal current_phase
+            if update is None:
+                current_phase = ""
+                progress.update(phase_task, visible=False)
+                return
+            if update.phase != current_phase:  # a new phase: its own ETA from its own speed
+                current_phase = update.phase
+                progress.reset(phase_task, total=update.total)
+            progress.update(phase_task, description=f"  {update.description}", completed=update.completed,
+                            total=update.total, visible=True)  # fmt: skip
 
         def advance(report: CellReport) -> None:
             nonlocal finished
@@ -186,7 +210,7 @@ def _run_with_progress(sweep: Sweep) -> None:
                             f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
 
         try:
-            sweep.run(advance)
+            sweep.run(advance, show_phase)
         except (KeyboardInterrupt, SystemExit) as exc:
             if not _is_interrupt(exc):
                 raise
@@ -244,7 +268,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.backbones.registry import default_pretrained
     from fsas_bench.evaluation import EvalFrame
     from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
-    from fsas_bench.runner.sweep import Sweep, SweepSpec
+    from fsas_bench.runner.sweep import SweepSpec
 
     out = checked.out
     spec = SweepSpec(
@@ -266,7 +290,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         feature_cache_dir=args.feature_cache,
         mode=args.mode,
     )
-    sweep = Sweep(spec)
+    sweep = _prepare(spec)
     _report_benchmark_only(sweep, console)
     _run_with_progress(sweep)
     md_path, csv_path = write_leaderboards(out)
@@ -297,9 +321,8 @@ def _rerun(config: SnapshotConfig, selection: Selection, device: str, fits: Path
     """Run (resuming) the snapshot's sweep restricted to ``selection``, evaluating the reference ``fits`` (None:
     training everything); the path of its results.csv."""
     from fsas_bench.runner.regress import sweep_spec
-    from fsas_bench.runner.sweep import Sweep
 
-    sweep = Sweep(sweep_spec(config, selection, device, fits))
+    sweep = _prepare(sweep_spec(config, selection, device, fits))
     what = "training every method" if fits is None else f"evaluating the reference fits in {fits}"
     console.print(f"running the snapshot's sweep ({len(sweep.cells)} cells, resumable; {what}) in {sweep.spec.out}")
     _report_benchmark_only(sweep, console)

@@ -23,6 +23,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
 from fsas_bench.numbers import MAX_SEED
+from fsas_bench.progress import PhaseReporter, PhaseUpdate
 
 FitScope = Literal["none", "per_category", "auxiliary"]
 MODES = ("benchmark", "faithful")
@@ -201,6 +202,23 @@ class FewShotMethod(L.LightningModule, ABC):
         self.loss_history: list[float] = []
         """Training loss of every optimiser step of the last fit (auxiliary or per-category), in order: each
         method's ``training_step`` appends to it (the runner stores it with the checkpoint)."""
+        self.report_phase: PhaseReporter | None = None
+        """Receives a :class:`PhaseUpdate` after every training step (set by the runner with :attr:`phase`)."""
+        self.phase = ""
+        """What the training in progress is, e.g. ``training dictas on synthetic-aux, seed 0`` (set by the runner)."""
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Lightning hook: report the step just done (epoch e/E, step s/S) to :attr:`report_phase`."""
+        if self.report_phase is None:
+            return
+        trainer = self.trainer
+        steps, epochs = trainer.num_training_batches, trainer.max_epochs
+        known = math.isfinite(steps) and epochs is not None and epochs > 0
+        steps_text = f"{batch_idx + 1}/{int(steps)}" if math.isfinite(steps) else str(batch_idx + 1)
+        epochs_text = f"{trainer.current_epoch + 1}/{epochs}" if known else str(trainer.current_epoch + 1)
+        done = trainer.current_epoch * int(steps) + batch_idx + 1 if known else batch_idx + 1
+        self.report_phase(PhaseUpdate(self.phase, f"epoch {epochs_text}, step {steps_text}", done,
+                                      int(steps) * epochs if known else None))  # fmt: skip
 
     def require_choice(self, field: str, choices: Sequence[str]) -> None:
         """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""

@@ -34,6 +34,7 @@ from fsas_bench.methods.base import FewShotMethod, MethodOutput, with_overrides
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
 from fsas_bench.names import child_path
 from fsas_bench.options import check_device_name
+from fsas_bench.progress import PhaseReporter, PhaseUpdate
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
@@ -126,6 +127,7 @@ class Sweep:
         if spec.feature_cache_dir is not None:
             check_writable_dir(spec.feature_cache_dir, "--feature-cache")
         self._ground_truth: dict[tuple[str, str], tuple[np.ndarray, GroundTruthRegions | None]] = {}
+        self._on_phase: PhaseReporter = lambda update: None
 
     def _manifests(self) -> dict[tuple[str, int, int | str], ShotManifest]:
         """(dataset, k, seed) → manifest: seeded draws, or the user's fixed lists (seed ``official``)."""
@@ -165,8 +167,11 @@ class Sweep:
                     used[sample.image_path] = sample
         return list(used.values())
 
-    def run(self, on_cell: Callable[[CellReport], None] = lambda report: None) -> None:
-        """Evaluate every unfinished cell; ``on_cell`` is called after each one."""
+    def run(self, on_cell: Callable[[CellReport], None] = lambda report: None,
+            on_phase: PhaseReporter = lambda update: None) -> None:  # fmt: skip
+        """Evaluate every unfinished cell; ``on_cell`` is called after each one, ``on_phase`` with the progress
+        of the training inside a cell (auxiliary or per-category; ``None`` when it is over)."""
+        self._on_phase = on_phase
         self._write_sidecars()
         current = None
         for cell in self.cells:
@@ -242,11 +247,16 @@ class Sweep:
         method: FewShotMethod = method_cls(config, self.cache)
         if method_cls.fit_scope == "per_category":  # prompts/logs of the per-category fit go to the run dir
             method.artifact_dir = child_path(self.spec.out, "artifacts", cell.method)
+            self._report_training(method, f"fitting {cell.method} on {cell.dataset}/{cell.category}, "
+                                          f"k={cell.shot}, seed {cell.seed}", start=self.reference is None)  # fmt: skip
         if (job := self._train_job(cell)) is not None:
+            shot = "" if job.shot is None else f", k={job.shot}"
+            phase = f"training {cell.method} on {job.train_dataset}, seed {job.seed}{shot}"
             path, digest, timing["time_train_s"] = ensure_checkpoint(
-                job, self.spec.out, lambda: method_cls(config, self.cache), self.auxiliary_indexes[job.train_dataset],
-                index, self.reference,
+                job, self.spec.out, lambda: self._report_training(method_cls(config, self.cache), phase, start=True),
+                self.auxiliary_indexes[job.train_dataset], index, self.reference,
             )  # fmt: skip
+            self._on_phase(None)
             load_checkpoint(method, path)
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=digest)
         L.seed_everything(numeric_seed(cell.seed), verbose=False)
@@ -264,6 +274,7 @@ class Sweep:
         method.set_support(list(data.support_dataloader()), cell.category)
         method.set_queries(data.predict_dataloader())  # a loader of its own, not the predict loop's
         fitted = time.perf_counter()
+        self._on_phase(None)
         if fit is not None:
             if self.reference is None:
                 digest = save_state(method.fitted_state(), method.loss_history, self.spec.out / CHECKPOINTS / fit)
@@ -302,6 +313,13 @@ class Sweep:
             backbone_forwards=stats.forwards - before.forwards,
         )
         return rows, dict(result)
+
+    def _report_training(self, method: FewShotMethod, phase: str, start: bool = False) -> FewShotMethod:
+        """``method`` reporting its training steps as ``phase`` (announced at once when ``start``)."""
+        method.report_phase, method.phase = self._on_phase, phase
+        if start:
+            self._on_phase(PhaseUpdate(phase))
+        return method
 
     def _category_ground_truth(
         self, index: DatasetIndex, category: str, query: list[Sample]
