@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,20 +81,35 @@ def paste_anomaly(
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), mask
 
 
+@dataclass(frozen=True)
+class ProceduralTextures:
+    """The project's procedural textures (a picklable :data:`TextureSource`, for DataLoader workers under any
+    start method)."""
+
+    def __call__(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        return procedural_texture(rng, side, side)
+
+
+@dataclass(frozen=True)
+class TextureFiles:
+    """Texture images, one drawn uniformly per anomaly and resized to ``side × side`` (picklable)."""
+
+    files: tuple[Path, ...]
+
+    def __call__(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        image = Image.fromarray(read_image_rgb(self.files[int(rng.integers(len(self.files)))]))
+        return np.asarray(image.resize((side, side), Image.Resampling.BILINEAR))
+
+
 def texture_source(directory: str) -> TextureSource:
     """The anomaly texture source: the project's procedural textures (``""``), or the images of a DTD-style
-    folder (``DIR/<class>/*.jpg``, sorted, one drawn uniformly per anomaly)."""
+    folder (``DIR/<class>/*.jpg``, sorted)."""
     if not directory:
-        return lambda rng, side: procedural_texture(rng, side, side)
-    files = sorted(Path(directory).expanduser().glob("*/*.jpg"))
+        return ProceduralTextures()
+    files = tuple(sorted(Path(directory).expanduser().glob("*/*.jpg")))
     if not files:
         raise UserError(
             f"anomaly texture folder '{directory}' has no '<class>/*.jpg' images: pass the DTD 'images' folder, "
             "or leave it empty for the procedural textures"
         )
-
-    def from_files(rng: np.random.Generator, side: int) -> np.ndarray:
-        image = Image.fromarray(read_image_rgb(files[int(rng.integers(len(files)))]))
-        return np.asarray(image.resize((side, side), Image.Resampling.BILINEAR))
-
-    return from_files
+    return TextureFiles(files)
