@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from fsas_bench.progress import PhaseUpdate
-from fsas_bench.runner.sweep import CellReport, Sweep, SweepSpec
+from fsas_bench.runner.sweep import Sweep, SweepSpec
+from fsas_bench.runner.tasks import CellOutcome
 
 
 def main() -> None:
@@ -31,8 +32,8 @@ def main() -> None:
         sweep = Sweep(spec)
         events: list[tuple[float, str]] = [(time.perf_counter(), "start")]
 
-        def on_cell(report: CellReport) -> None:
-            c = report.cell
+        def on_cell(outcome: CellOutcome) -> None:
+            c = outcome.cell
             events.append((time.perf_counter(), f"cell {c.method} {c.category} k={c.shot} seed={c.seed}"))
 
         def on_phase(update: PhaseUpdate | None) -> None:

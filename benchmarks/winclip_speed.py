@@ -19,6 +19,7 @@ import torch
 
 from fsas_bench.backbones.clip import sliding_windows
 from fsas_bench.runner.sweep import Sweep, SweepSpec
+from fsas_bench.runner.tasks import cache_totals
 
 
 def main() -> None:
@@ -39,13 +40,12 @@ def main() -> None:
         encode_ms = (time.perf_counter() - start) / 5 * 1000
         passes = []
         hook = backbone.model.visual.transformer.register_forward_hook(lambda *_: passes.append(1))
-        sweep.run()
+        hits, _, forwards = cache_totals(sweep.run())
         hook.remove()
         timings = pd.read_csv(Path(tmp) / "timings.csv")
         rows = pd.read_csv(Path(tmp) / "results.csv")
         shots = rows.drop_duplicates("job_id").set_index("job_id")["shot"]
         timings["shot"] = timings["job_id"].map(shots)
-        stats = sweep.cache.stats
         queries = int(rows.drop_duplicates("job_id")["n_test"].sum())
         unique_queries = int(rows.drop_duplicates("category")["n_test"].sum())
         print(f"backbone {backbone.arch} ({backbone.pretrained}), grid {backbone.grid}, {n_windows} windows per image")
@@ -53,9 +53,9 @@ def main() -> None:
         for shot in (0, 4):
             ms = timings.loc[timings["shot"] == shot, "ms_per_image"].mean()
             print(f"k={shot}: {ms:.1f} ms per query image (first cell of a category includes encoding)")
-        print(f"image-tower passes: {len(passes)} for {stats.forwards} encoded images "
-              f"({len(passes) / stats.forwards:.1f} per image: full forward + one batched window pass); "
-              f"{unique_queries} query images scored {queries} times ({stats.hits} cache hits)")  # fmt: skip
+        print(f"image-tower passes: {len(passes)} for {forwards} encoded images "
+              f"({len(passes) / forwards:.1f} per image: full forward + one batched window pass); "
+              f"{unique_queries} query images scored {queries} times ({hits} cache hits)")  # fmt: skip
 
 
 if __name__ == "__main__":

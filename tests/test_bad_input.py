@@ -500,3 +500,28 @@ def test_bad_arguments_are_refused_before_heavy_imports(tmp_path, args):
     assert done.stdout.strip() == "[] 2", done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("fsas-bench: error: ")
     assert not (tmp_path / "out").exists()
+
+
+# --- preflight: problems a sweep used to find only after it started (issue 16) -------------------------------
+
+
+def test_truncated_jpeg_is_found_before_anything_is_written(tmp_path, capsys):
+    root = meta_dataset(tmp_path / "data")
+    noise = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "test/cut.jpg", quality=95)
+    data = (root / "test/cut.jpg").read_bytes()
+    (root / "test/cut.jpg").write_bytes(data[:-40])  # headers intact: passes Pillow's verify(), fails decoding
+    meta_dataset(tmp_path / "data", test0=_record("test/cut.jpg"))
+    run_bad(tmp_path, capsys, data_args(tmp_path), "unreadable image")
+
+
+def test_mixed_image_sizes_in_a_category_are_found_before_anything_is_written(tmp_path, capsys):
+    root = meta_dataset(tmp_path / "data")
+    Image.new("RGB", (SIZE[0] * 2, SIZE[1]), (1, 2, 3)).save(root / "test/wide.png")
+    meta_dataset(tmp_path / "data", test0=_record("test/wide.png"))
+    run_bad(tmp_path, capsys, data_args(tmp_path), "have different sizes")
+
+
+def test_blocks_beyond_the_backbone_depth_are_found_before_anything_is_written(tmp_path, capsys):
+    run_bad(tmp_path, capsys, ["run", "--methods", "dictas", "--shots", "1", "--seeds", "0", "--categories", "tile",
+                               "--set", "dictas.blocks=2,40"], "do not exist in fsas-tiny")  # fmt: skip

@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 
 from fsas_bench.cli import main
-from fsas_bench.runner.results import RESULT_COLUMNS
+from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.runner.results import RESULT_COLUMNS, ResultStore
+
+ALL_METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
 
 SUBSET = ["--categories", "hex_nut,tile", "--shots", "1,2", "--seeds", "0,1"]
 
@@ -89,8 +92,9 @@ def test_resume_after_kill_gives_the_same_csv(tmp_path):
     proc.wait()
     done_before = len([p for p in (out / "cells").glob("*.csv") if ".timing" not in p.name])
     assert done_before < 16
-    partial = pd.read_csv(out / "results.csv")
-    assert len(partial) % 7 == 0  # whole cells only, no torn rows
+    store = ResultStore(out)
+    finished = [p.name.removesuffix(".csv") for p in (out / "cells").glob("*.csv") if ".timing" not in p.name]
+    assert all(store.is_done(jid, ALL_METRICS) for jid in finished)  # whole cells only, no torn rows
     assert main(["run", "--methods", "patchknn", *SUBSET, "--out", str(out)]) == 0
     assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
 

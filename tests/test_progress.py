@@ -12,7 +12,7 @@ from fsas_bench.runner.sweep import Sweep, SweepSpec
 
 def _record(spec: SweepSpec) -> list[object]:
     events: list[object] = []
-    Sweep(spec).run(lambda report: events.append(report.cell), events.append)
+    Sweep(spec).run(lambda outcome: events.append(outcome.cell), events.append)
     return events
 
 

@@ -96,8 +96,10 @@ def _results(out: Path, *, backbone: str, pretrained: str, values: dict[int, flo
             row.update(method="winclip", mode="benchmark", method_cfg_hash="h", backbone=backbone,
                        pretrained=pretrained, eval_size="native", metric_impl="exact", dataset="mvtec",
                        category=category, shot=1, seed=seed, level="image", metric="I-AUROC", value=value,
-                       status="ok", fit_scope="none", shot_manifest="seeded@v1", transductive=False)  # fmt: skip
+                       status="ok", fit_scope="none", shot_manifest="seeded@v1", transductive=False,
+                       job_id=f"{seed}{category}")  # fmt: skip
             store.write_cell(f"{seed}{category}", [row], {"job_id": f"{seed}{category}"})
+    store.merge()
     return out
 
 

@@ -22,6 +22,11 @@ def _rows(method: str, category: str, shot: int, seed: int, values: dict[str, fl
     return [{**base, "metric": m, "level": "image", "value": v, "status": status} for m, v in values.items()]
 
 
+def _write(store: ResultStore, job_id: str, rows: list[dict], timing: dict | None = None) -> None:
+    """Write one cell as a task does (its rows carry its job id)."""
+    store.write_cell(job_id, [{**row, "job_id": job_id} for row in rows], timing or {"job_id": job_id})
+
+
 def test_format_value_round_trips_floats():
     for x in (0.1, 1 / 3, 0.9999999999999999, 1e-17):
         assert float(format_value(x)) == x
@@ -31,13 +36,14 @@ def test_format_value_round_trips_floats():
 def test_store_orders_rows_canonically_and_resumes(tmp_path):
     store = ResultStore(tmp_path)
     for seed, category in [(10, "b"), (2, "a"), (2, "b")]:
-        store.write_cell(f"job{seed}{category}", _rows("m", category, 1, seed, {"I-AUROC": 0.5}),
-                         {"job_id": f"job{seed}{category}"})  # fmt: skip
+        _write(store, f"job{seed}{category}", _rows("m", category, 1, seed, {"I-AUROC": 0.5}))
+    assert not (tmp_path / "results.csv").exists()  # cells only: results.csv is the merge's
+    assert store.merge() == 3
     frame = pd.read_csv(tmp_path / "results.csv", dtype=str)
     assert list(zip(frame["category"], frame["seed"], strict=True)) == [("a", "2"), ("b", "2"), ("b", "10")]
     assert list(frame.columns) == list(RESULT_COLUMNS)
     assert store.is_done("job2a") and not store.is_done("missing")
-    store.write_cell("jobf", _rows("m", "c", 1, 0, {"I-AUROC": math.nan}, status="failed"), {"job_id": "jobf"})
+    _write(store, "jobf", _rows("m", "c", 1, 0, {"I-AUROC": math.nan}, status="failed"))
     assert not store.is_done("jobf")  # failed cells are retried
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -52,8 +58,9 @@ def test_aggregate_is_mean_over_categories_then_mean_std_over_seeds(tmp_path):
             value = math.nan  # an undefined category is skipped in that seed's mean
         truth[(method, shot, seed, category)] = value
         status = "undefined" if math.isnan(value) else "ok"
-        store.write_cell(f"{method}{shot}{seed}{category}", _rows(method, category, shot, seed, {"I-AUROC": value}, status),
-                         {"job_id": f"{method}{shot}{seed}{category}", "ms_per_image": 2.0})  # fmt: skip
+        jid = f"{method}{shot}{seed}{category}"
+        _write(store, jid, _rows(method, category, shot, seed, {"I-AUROC": value}, status), {"job_id": jid, "ms_per_image": 2.0})
+    store.merge()
     table = aggregate(load_results(tmp_path / "results.csv")).set_index(["method", "shot"])
     for method, shot in product(["a", "b"], [1, 2]):
         per_seed = [np.nanmean([truth[(method, shot, s, c)] for c in "xyz"]) for s in range(3)]
@@ -78,8 +85,8 @@ def test_main_table_marks_fewer_categories_counts_seeds_and_explains_ms(tmp_path
         value = math.nan if (method, seed, category) == ("a", 1, "y") else 0.5 + 0.1 * seed
         status = "undefined" if math.isnan(value) else "ok"
         jid = f"{method}{seed}{category}"
-        rows = [{**r, "job_id": jid} for r in _rows(method, category, 1, seed, {"I-AUROC": value}, status)]
-        store.write_cell(jid, rows, {"job_id": jid, "ms_per_image": 3.0})
+        _write(store, jid, _rows(method, category, 1, seed, {"I-AUROC": value}, status), {"job_id": jid, "ms_per_image": 3.0})
+    store.merge()
     text = write_leaderboards(tmp_path)[0].read_text()
     header = next(line for line in text.splitlines() if line.startswith("| Method (k-shot)"))
     assert header.split(" | ")[-2:] == ["seeds", "ms/img |"]

@@ -94,8 +94,9 @@ def _run_dir(tmp_path: Path) -> Path:
     store = ResultStore(out)
     for seed in (0, 1):
         row = dict.fromkeys(RESULT_COLUMNS, "x") | {"shot": 1, "seed": seed, "value": 0.5 + seed / 10, "status": "ok",
-                                                     "metric": "I-AUROC"}  # fmt: skip
+                                                     "metric": "I-AUROC", "job_id": f"job{seed}"}  # fmt: skip
         store.write_cell(f"job{seed}", [row], {"job_id": f"job{seed}", "ms_per_image": 2.0})
+    assert store.merge() == 2
     return out
 
 
@@ -215,7 +216,8 @@ def test_outputs_are_created_with_the_umask_permissions(tmp_path, umask, tiny_ba
     old = os.umask(umask)
     try:
         store = ResultStore(tmp_path / "out")
-        store.write_cell("job", [{"value": 0.5}], {"job_id": "job"})
+        store.write_cell("job", [{"value": 0.5, "job_id": "job", "status": "ok", "metric": "I-AUROC"}], {"job_id": "job"})
+        assert store.merge() == 1
         save_state({"w": torch.zeros(2)}, [1.0], tmp_path / "out" / "fit.safetensors")
         FeatureCache(tiny_backbone, tmp_path / "cache").features(
             ["c" * 64], ["embedding"], lambda i: torch.zeros(3, tiny_backbone.image_size, tiny_backbone.image_size))
@@ -283,7 +285,7 @@ def test_leaderboard_footnote_keeps_the_dirty_mark(tmp_path):
 
     out = _run_dir(tmp_path)
     results = out / "results.csv"
-    results.write_text(results.read_text().replace(",x,x,x,", f",x,{'a' * 40}-dirty,x,", 1))
+    results.write_text(results.read_text().replace(",job0,x,x,", f",job0,{'a' * 40}-dirty,x,", 1))
     text = write_leaderboards(out)[0].read_text()
     assert f"(git {'a' * 12}-dirty, x)" in text
 

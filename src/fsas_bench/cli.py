@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fsas_bench.progress import PhaseUpdate
     from fsas_bench.runner.regress import Selection, SnapshotConfig
     from fsas_bench.runner.sweep import Sweep, SweepSpec
+    from fsas_bench.runner.tasks import CellOutcome
 
 EMBEDDED_RUN_NAME = "embedded"
 DEFAULT_OUT_ROOT = "fsas-results"
@@ -96,37 +97,49 @@ def _with_textures(
     return result
 
 
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``run`` (and ``plan``, which checks and shows the same sweep)."""
+    parser.add_argument("--methods", help="comma-separated method names (default: all registered)")
+    parser.add_argument("--datasets", help="comma-separated dataset names (default: the embedded synthetic set)")
+    parser.add_argument("--categories", help="comma-separated categories (default: all)")
+    parser.add_argument("--shots", default="1,2,4", help="shot counts k (default 1,2,4; 0 = zero-shot)")
+    parser.add_argument("--seeds", help="manifest seeds (default 0,1,2)")
+    parser.add_argument("--shot-list", type=Path, action="append", default=[],
+                        help="fixed references instead of seeded draws (repeatable): a DictAS fix_<k>-shot.txt, a "
+                             "PromptAD seeds folder or an fsas-bench manifest; needs one --datasets")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+                        help="override a method config field, e.g. dictas.epochs=10 (repeatable; recorded in flags)")
+    parser.add_argument("--mode", default="benchmark", choices=("benchmark", "faithful"),
+                        help="benchmark (default) or faithful: each method's released-code preset where it has one "
+                             "(see 'fsas-bench list'; the others run in benchmark mode; recorded in the mode column)")
+    parser.add_argument("--anomaly-textures", type=Path,
+                        help="texture folder (e.g. DTD images) for synthetic anomalies of methods that paste them")
+    parser.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
+    parser.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
+    parser.add_argument("--pretrained", help="weights: shipped or open_clip tag, local checkpoint file, or 'none' for "
+                        "seeded random weights (default: fsas-synthetic for fsas-tiny)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch-size", type=_strict_int(), default=8, help="query batch size; never changes any number")
+    parser.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
+    parser.add_argument("--mask-resize", default="area>0.5", help="mask rule when --eval-size N (default area>0.5)")
+    parser.add_argument("--out", type=Path, help="output directory (default fsas-results/<run-name>, untracked)")
+    parser.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
+    parser.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"),
+                        help="local (default): this process; ray: tasks on a Ray cluster (pip install "
+                             "'fsas-bench[ray]'; --out must be on a filesystem every node shares)")  # fmt: skip
+    parser.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     parser = _Parser(prog="fsas-bench", description="Few-shot anomaly segmentation benchmark.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="sweep methods × datasets × categories × shots × seeds")
-    run.add_argument("--methods", help="comma-separated method names (default: all registered)")
-    run.add_argument("--datasets", help="comma-separated dataset names (default: the embedded synthetic set)")
-    run.add_argument("--categories", help="comma-separated categories (default: all)")
-    run.add_argument("--shots", default="1,2,4", help="shot counts k (default 1,2,4; 0 = zero-shot)")
-    run.add_argument("--seeds", help="manifest seeds (default 0,1,2)")
-    run.add_argument("--shot-list", type=Path, action="append", default=[],
-                     help="fixed references instead of seeded draws (repeatable): a DictAS fix_<k>-shot.txt, a "
-                          "PromptAD seeds folder or an fsas-bench manifest; needs one --datasets")  # fmt: skip
-    run.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
-                     help="override a method config field, e.g. dictas.epochs=10 (repeatable; recorded in flags)")
-    run.add_argument("--mode", default="benchmark", choices=("benchmark", "faithful"),
-                     help="benchmark (default) or faithful: each method's released-code preset where it has one "
-                          "(see 'fsas-bench list'; the others run in benchmark mode; recorded in the mode column)")
-    run.add_argument("--anomaly-textures", type=Path,
-                     help="texture folder (e.g. DTD images) for synthetic anomalies of methods that paste them")
-    run.add_argument("--data-root", type=Path, help="folder holding one sub-folder per dataset (mvtec/, visa/, ...)")
-    run.add_argument("--backbone", default="fsas-tiny", help="open_clip architecture (default fsas-tiny)")
-    run.add_argument("--pretrained", help="weights: shipped or open_clip tag, local checkpoint file, or 'none' for "
-                     "seeded random weights (default: fsas-synthetic for fsas-tiny)")
-    run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    run.add_argument("--batch-size", type=_strict_int(), default=8, help="query batch size; never changes any number")
-    run.add_argument("--eval-size", default="native", help="'native' (default) or N for an N×N evaluation frame")
-    run.add_argument("--mask-resize", default="area>0.5", help="mask rule when --eval-size N (default area>0.5)")
-    run.add_argument("--out", type=Path, help="output directory (default fsas-results/<run-name>, untracked)")
-    run.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
-    run.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
+    _add_sweep_arguments(run)
+    plan = sub.add_parser("plan", help="check a sweep and print its task graph without running it")
+    _add_sweep_arguments(plan)
+    plan.add_argument("--json", action="store_true", help="print the task graph as JSON")
     reg = sub.add_parser("regress", help="compare a run with a committed regression snapshot (exit 1 on drift)")
     reg.add_argument("--against", type=Path, required=True, help="snapshot CSV; its sidecar is the same name .json")
     reg.add_argument("--results", type=Path, help="results.csv (or its run directory) to compare; default: rerun "
@@ -170,17 +183,17 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 def _prepare(spec: SweepSpec) -> Sweep:
     """The validated sweep, with a spinner while datasets are indexed (generated on first use), every used
-    image is checked and the backbone is loaded."""
+    image is decoded (with a count) and the backbone and methods are built."""
     from fsas_bench.runner.sweep import Sweep
 
-    with Console(stderr=True).status("preparing the sweep: datasets (generated on first use), images, backbone"):
-        return Sweep(spec)
+    what = "preparing the sweep: datasets (generated on first use), images, backbone, methods"
+    with Console(stderr=True).status(what) as status:
+        return Sweep(spec, lambda step, done, total: status.update(f"preparing the sweep: {step} {done}/{total}"))
 
 
-def _run_with_progress(sweep: Sweep) -> None:
-    """Run every cell of ``sweep`` with a progress bar on stderr; Ctrl-C raises :class:`_Interrupted`."""
-    from fsas_bench.runner.sweep import CellReport
-
+def _run_with_progress(sweep: Sweep) -> list[CellOutcome]:
+    """Run every cell of ``sweep`` with a progress bar on stderr (the outcomes); Ctrl-C raises
+    :class:`_Interrupted`."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     finished = 0
@@ -201,16 +214,16 @@ def _run_with_progress(sweep: Sweep) -> None:
             progress.update(phase_task, description=f"  {update.description}", completed=update.completed,
                             total=update.total, visible=True)  # fmt: skip
 
-        def advance(report: CellReport) -> None:
+        def advance(outcome: CellOutcome) -> None:
             nonlocal finished
             finished += 1
-            cell = report.cell
-            state = "resumed" if report.skipped else "done"
+            cell = outcome.cell
+            state = "resumed" if outcome.skipped else "done"
             progress.update(task, advance=1, description=f"{cell.method} {cell.dataset}/{cell.category} "
                             f"k={cell.shot} seed={cell.seed} {state}")  # fmt: skip
 
         try:
-            sweep.run(advance, show_phase)
+            return sweep.run(advance, show_phase)
         except (KeyboardInterrupt, SystemExit) as exc:
             if not _is_interrupt(exc):
                 raise
@@ -263,16 +276,15 @@ def _check_run_args(args: argparse.Namespace) -> _RunArgs:
     return _RunArgs(out, methods, datasets, shots, seeds, overrides)
 
 
-def _run(args: argparse.Namespace, console: Console) -> None:
+def _sweep_spec(args: argparse.Namespace) -> SweepSpec:
+    """The sweep of the ``run``/``plan`` options (cheap checks first, then the heavy imports)."""
     checked = _check_run_args(args)
     from fsas_bench.backbones.registry import default_pretrained
     from fsas_bench.evaluation import EvalFrame
-    from fsas_bench.runner.leaderboard import aggregate, load_results, write_leaderboards
     from fsas_bench.runner.sweep import SweepSpec
 
-    out = checked.out
-    spec = SweepSpec(
-        out=out,
+    return SweepSpec(
+        out=checked.out,
         methods=checked.methods,
         datasets=checked.datasets,
         categories=_names(args.categories),
@@ -289,25 +301,54 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         resume=not args.no_resume,
         feature_cache_dir=args.feature_cache,
         mode=args.mode,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
+
+
+def _run(args: argparse.Namespace, console: Console) -> None:
+    spec = _sweep_spec(args)
+    from fsas_bench.runner.leaderboard import aggregate, load_results, with_variants, write_leaderboards
+
+    out = spec.out
     sweep = _prepare(spec)
     _report_benchmark_only(sweep, console)
-    _run_with_progress(sweep)
+    outcomes = _run_with_progress(sweep)
     md_path, csv_path = write_leaderboards(out)
-    table = aggregate(load_results(out / "results.csv"))
+    results = load_results(out / "results.csv")
+    table = with_variants(aggregate(results), results)
     summary = Table(title=f"fsas-bench summary ({out})")
     for col in ("dataset", "method", "k", "I-AUROC", "P-AUROC", "AUPRO"):
         summary.add_column(col)
-    wide = table.pivot_table(index=["dataset", "method", "mode", "shot"], columns="metric", values="mean")
-    for (dataset, method, mode, shot), row in wide.iterrows():
-        label = method if mode == "benchmark" else f"{method} [{mode}]"
-        summary.add_row(dataset, label, str(shot),
+    wide = table.pivot_table(index=["dataset", "variant", "shot"], columns="metric", values="mean")
+    for (dataset, variant, shot), row in wide.iterrows():
+        summary.add_row(dataset, variant, str(shot),
                         *(f"{100 * row[m]:.1f}" if m in row and row[m] == row[m] else "—"
                           for m in ("I-AUROC", "P-AUROC", "AUPRO")))  # fmt: skip
     console.print(summary)
-    stats = sweep.cache.stats
-    console.print(f"feature cache: {stats.hits} hits, {stats.misses} misses, {stats.forwards} backbone forwards")
+    from fsas_bench.runner.tasks import cache_totals
+
+    hits, misses, forwards = cache_totals(outcomes)
+    console.print(f"feature cache (cells of this run): {hits} hits, {misses} misses, {forwards} backbone forwards")
     console.print(f"results: {out / 'results.csv'}\nleaderboards: {md_path}, {csv_path}")
+
+
+def _plan(args: argparse.Namespace, console: Console) -> None:
+    """Check the sweep like ``run`` does (nothing is written) and print its task graph."""
+    import json
+
+    sweep = _prepare(_sweep_spec(args))
+    graph = sweep.plan.graph()
+    if args.json:
+        print(json.dumps(graph, indent=1))
+        return
+    table = Table(title=f"task graph of run {graph['run_id']}: {graph['cells']} cells, {len(graph['tasks'])} tasks, "
+                        f"width {graph['width']}, depth {graph['depth']}")  # fmt: skip
+    for col in ("task", "images", "cells", "after"):
+        table.add_column(col)
+    for task in graph["tasks"]:
+        table.add_row(task["id"], str(task["images"]), str(task["cells"]), ", ".join(task["after"]) or "—")
+    console.print(table)
 
 
 def _report_benchmark_only(sweep: Sweep, console: Console) -> None:
@@ -425,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     try:
         args = build_parser().parse_args(argv)
-        handlers = {"run": _run, "regress": _regress, "report": _report, "list": _list,
+        handlers = {"run": _run, "plan": _plan, "regress": _regress, "report": _report, "list": _list,
                     "pretrain-tiny-clip": _pretrain_tiny_clip}  # fmt: skip
         status = handlers[args.command](args, console)
     except UserError as err:

@@ -267,6 +267,11 @@ class ClipBackbone(nn.Module):
             self._text_cache[key] = self.model.encode_text(tokens)
         return self._text_cache[key]
 
+    def check_features(self, names: Sequence[str]) -> None:
+        """UserError when a feature name taps a block the backbone does not have (checked before a sweep)."""
+        self._check_blocks([int(n.removeprefix(p)) for n in names for p in ("block", "released_tap")
+                            if n.startswith(p) and n.removeprefix(p).isdigit()])  # fmt: skip
+
     def _check_blocks(self, blocks: Sequence[int]) -> None:
         bad = [b for b in blocks if not 0 <= b < self.depth]
         if bad:

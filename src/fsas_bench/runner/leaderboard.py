@@ -22,7 +22,8 @@ from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_pub
 from fsas_bench.runner.results import RESULT_COLUMNS, atomic_write_text
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
-RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "backbone", "pretrained", "eval_size", "metric_impl"]
+RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "eval_size",
+            "metric_impl"]
 
 
 def load_results(results_csv: Path) -> pd.DataFrame:
@@ -125,6 +126,7 @@ def render_markdown(
 ) -> str:
     """The Markdown leaderboard document (with a paper comparison where ``published`` has a matching row)."""
     lines = ["# fsas-bench leaderboard", ""]
+    results, table = with_variants(results, results), with_variants(table, results)
     speed = _ms_per_image(results, timings)
     matches = match_published(table, published) if published is not None else table.iloc[:0]
     for dataset, rows in table.groupby("dataset", sort=True):
@@ -136,6 +138,18 @@ def render_markdown(
         lines += _category_tables(results[results["dataset"] == dataset], has_pixels)
         lines += _footnote(results[results["dataset"] == dataset]) + [""]
     return "\n".join(lines)
+
+
+def with_variants(frame: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the columns naming its leaderboard rows: ``ablation`` is `` {flags}`` where ``results``
+    hold several configs of one method and mode (``--set`` ablations), else empty; ``variant`` is the method,
+    ``[mode]`` unless benchmark, and the ablation."""
+    counts = results.groupby(["dataset", "method", "mode"])["flags"].nunique()
+    ablated = {key for key, n in counts.items() if n > 1}
+    ablation = [f" {{{r.flags or 'defaults'}}}" if (r.dataset, r.method, r.mode) in ablated else ""
+                for r in frame.itertuples()]  # fmt: skip
+    names = frame["method"].where(frame["mode"] == "benchmark", frame["method"] + " [" + frame["mode"] + "]")
+    return frame.assign(ablation=ablation, variant=names + pd.Series(ablation, index=frame.index, dtype=str))
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -160,30 +174,31 @@ def _main_table(rows: pd.DataFrame, speed: dict, has_pixels: bool, n_categories:
     header = ["Method (k-shot)", *METRICS, "seeds", "ms/img"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for shot, shot_rows in rows.groupby("shot", sort=True):
-        cells = shot_rows.set_index(["method", "mode", "metric"])
+        cells = shot_rows.set_index(["variant", "metric"])
         best = {
             m: cells.xs(m, level="metric")["mean"].round(3).max()
             for m in METRICS
             if m in cells.index.get_level_values("metric")
         }
-        for method, mode in sorted({(m, md) for m, md, _ in cells.index}):
-            label = method if mode == "benchmark" else f"{method} [{mode}]"
+        modes = dict(zip(shot_rows["variant"], shot_rows["mode"], strict=True))
+        for variant in sorted(modes):
+            mode = modes[variant]
             values = []
             for metric in METRICS:
                 if metric not in IMAGE_METRICS and not has_pixels:
                     values.append("—")
                     continue
-                if (method, mode, metric) not in cells.index:
+                if (variant, metric) not in cells.index:
                     values.append("")
                     continue
-                row = cells.loc[(method, mode, metric)]
+                row = cells.loc[(variant, metric)]
                 text = _fmt(row["mean"], row["std"])
                 is_best = mode == "benchmark" and round(row["mean"], 3) == best.get(metric)
                 text = f"**{text}**" if is_best else text
                 values.append(text + (FEWER_CATEGORIES if row["n_categories"] < n_categories else ""))
-            seeds = cells.loc[(method, mode), "n_seeds"].max()
-            ms = speed.get((rows["dataset"].iloc[0], method, mode, shot))
-            out.append(f"| {label} ({shot}-shot) | " + " | ".join(values)
+            seeds = cells.loc[variant, "n_seeds"].max()
+            ms = speed.get((rows["dataset"].iloc[0], variant, shot))
+            out.append(f"| {variant} ({shot}-shot) | " + " | ".join(values)
                        + f" | {seeds} | {'' if ms is None else f'{ms:.1f}'} |")  # fmt: skip
     return out
 
@@ -194,17 +209,15 @@ def _main_table_notes(table: pd.DataFrame, results: pd.DataFrame, categories: li
     scored = results[results["status"].isin(["ok", "undefined"])]
     finite = scored[scored["value"].notna()]
     notes = []
-    for r in fewer.sort_values(["shot", "method", "mode", "metric"]).itertuples():
-        label = r.method if r.mode == "benchmark" else f"{r.method} [{r.mode}]"
-        cells = finite[(finite["method"] == r.method) & (finite["mode"] == r.mode) & (finite["shot"] == r.shot)
-                       & (finite["metric"] == r.metric)]  # fmt: skip
+    for r in fewer.sort_values(["shot", "variant", "metric"]).itertuples():
+        cells = finite[(finite["variant"] == r.variant) & (finite["shot"] == r.shot) & (finite["metric"] == r.metric)]
         seeds = sorted(set(scored["seed"]))
         missing = []
         for category in categories:
             absent = [s for s in seeds if cells[(cells["category"] == category) & (cells["seed"] == s)].empty]
             if absent:
                 missing.append(category if absent == seeds else f"{category} (seed {', '.join(absent)})")
-        notes.append(f"{label} {r.shot}-shot {r.metric}: {r.n_categories} of {len(categories)} categories "
+        notes.append(f"{r.variant} {r.shot}-shot {r.metric}: {r.n_categories} of {len(categories)} categories "
                      f"(no value for {', '.join(missing)})")  # fmt: skip
     lines = [MS_PER_IMAGE_NOTE, ""]
     if notes:
@@ -228,11 +241,10 @@ def _paper_table(matches: pd.DataFrame) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     rows = matches.assign(order=matches["metric"].map(METRICS.index))
-    for r in rows.sort_values(["shot", "method", "mode", "order", "paper"]).itertuples():
-        label = r.method if r.mode == "benchmark" else f"{r.method} [{r.mode}]"
+    for r in rows.sort_values(["shot", "variant", "order", "paper"]).itertuples():
         source = ", ".join(filter(None, [r.paper, f"arXiv {r.arxiv}" if r.arxiv else "", r.table]))
         protocol = f"{r.resolution}{' px' if r.resolution.isdigit() else ''}; {r.shot_draw}"
-        out.append(f"| {label} ({r.shot}-shot) | {r.metric} | {_fmt(r.mean, r.std)} | {r.paper_value:g} | "
+        out.append(f"| {r.variant} ({r.shot}-shot) | {r.metric} | {_fmt(r.mean, r.std)} | {r.paper_value:g} | "
                    f"{r.delta:+.1f} | {source} | {protocol} | {r.evidence} |")  # fmt: skip
     return [*out, ""]
 
@@ -241,10 +253,10 @@ def _category_tables(results: pd.DataFrame, has_pixels: bool) -> list[str]:
     metrics = METRICS if has_pixels else IMAGE_METRICS
     out = []
     scored = results[results["status"].isin(["ok", "undefined"])]
-    for (method, mode), rows in scored.groupby(["method", "mode"], sort=True):
+    for (method, mode, ablation), rows in scored.groupby(["method", "mode", "ablation"], sort=True):
         categories = sorted(rows["category"].unique())
         stats = rows.groupby(["shot", "metric", "category"])["value"].agg(["mean", "std"])
-        out += [f"### {method} [{mode}] per category", ""]
+        out += [f"### {method} [{mode}]{ablation} per category", ""]
         out += ["| k-shot | metric | " + " | ".join(categories) + " |", "|" + "---|" * (len(categories) + 2)]
         for shot in sorted(rows["shot"].unique()):
             for metric in metrics:
@@ -299,7 +311,7 @@ def _short_shas(shas: pd.Series) -> str:
 def _ms_per_image(results: pd.DataFrame, timings: pd.DataFrame | None) -> dict:
     if timings is None or timings.empty:
         return {}
-    jobs = results[["job_id", "dataset", "method", "mode", "shot"]].drop_duplicates()
+    jobs = results[["job_id", "dataset", "variant", "shot"]].drop_duplicates()
     merged = jobs.merge(timings[["job_id", "ms_per_image"]], on="job_id")
-    grouped = merged.groupby(["dataset", "method", "mode", "shot"])["ms_per_image"].mean()
+    grouped = merged.groupby(["dataset", "variant", "shot"])["ms_per_image"].mean()
     return {key: value for key, value in grouped.items() if not math.isnan(value)}

@@ -1,10 +1,12 @@
 """Tidy result rows and their atomic, resumable storage.
 
-Each finished cell is written to ``<out>/cells/<job_id>.csv`` (temp file + rename), then
-``<out>/results.csv`` is rebuilt from all cell files in canonical order and atomically replaced, so a
-crash loses at most the cell in progress and never leaves a torn or duplicated row. Volatile
-measurements (timestamps, timings, memory, cache counters) go to ``<out>/timings.csv`` so that
-``results.csv`` is byte-identical between identical runs.
+Each finished cell is written to ``<out>/cells/<job_id>.csv`` (temp file + rename) by whichever process
+evaluated it, and nothing else: :meth:`ResultStore.merge` then writes ``<out>/results.csv`` once from all valid
+cell files in canonical order (O(cells)), at the end of every run, resumed ones included. A crash loses at
+most the cell in progress and never leaves a torn or duplicated row; a cell file that does not validate
+(columns, row count, its own job id, numbers) is recomputed, never trusted. Volatile measurements (timestamps,
+timings, memory, cache counters) go to ``<out>/timings.csv`` so that ``results.csv`` is byte-identical between
+identical runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+STATUSES = ("ok", "undefined", "skipped", "failed")
+
+
 class ResultStore:
     """The result files of one output directory.
 
@@ -80,41 +85,72 @@ class ResultStore:
         self.cells_dir = out / "cells"
         self.results_csv = out / "results.csv"
         self.timings_csv = out / "timings.csv"
-        self._rows: dict[str, list[dict[str, str]]] | None = None  # job id → rows, read from disk once
-        self._timings: dict[str, list[dict[str, str]]] = {}
 
-    def _cells(self) -> dict[str, list[dict[str, str]]]:
-        if self._rows is None:
-            self._rows, self._timings = {}, {}
-            for path in sorted(self.cells_dir.glob("*.csv")):
-                name = path.name.removesuffix(".csv")
-                if name.endswith(".timing"):
-                    self._timings[name.removesuffix(".timing")] = _read_csv(path)
-                elif rows := _read_csv(path):
-                    self._rows[name] = rows
-        return self._rows
+    def read_cell(self, job_id: str, metrics: Collection[str] | None = None) -> list[dict[str, str]] | None:
+        """The rows of a finished cell; None when absent or invalid (then it is recomputed). ``metrics``: the
+        metrics the cell must hold, one row each (a cell cut short at a row boundary is invalid)."""
+        return _valid_cell(child_path(self.cells_dir, f"{job_id}.csv"), job_id, metrics)
 
-    def is_done(self, job_id: str) -> bool:
-        """Whether the cell finished before (failed cells are retried)."""
-        rows = self._cells().get(job_id)
+    def written_since(self, job_id: str, since: float) -> bool:
+        """Whether the cell's file was (re)written at or after ``since`` (a ``time.time()`` value)."""
+        try:
+            return child_path(self.cells_dir, f"{job_id}.csv").stat().st_mtime >= since
+        except FileNotFoundError:
+            return False
+
+    def is_done(self, job_id: str, metrics: Collection[str] | None = None) -> bool:
+        """Whether the cell finished before with a valid cell file (see :meth:`read_cell`; failed cells are
+        retried)."""
+        rows = self.read_cell(job_id, metrics)
         return rows is not None and all(row["status"] != "failed" for row in rows)
 
     def write_cell(self, job_id: str, rows: list[dict[str, Any]], timing: dict[str, Any]) -> None:
-        """Persist one finished cell, then rebuild ``results.csv`` and ``timings.csv``."""
-        cells = self._cells()
-        timing_text, rows_text = _csv_text(TIMING_COLUMNS, [timing]), _csv_text(RESULT_COLUMNS, rows)
-        atomic_write_text(child_path(self.cells_dir, f"{job_id}.timing.csv"), timing_text)
-        atomic_write_text(child_path(self.cells_dir, f"{job_id}.csv"), rows_text)
-        self._timings[job_id] = list(csv.DictReader(io.StringIO(timing_text)))
-        cells[job_id] = list(csv.DictReader(io.StringIO(rows_text)))
-        self._write_merged()
+        """Persist one finished cell (its rows and timing), atomically; ``results.csv`` is left to :meth:`merge`."""
+        atomic_write_text(child_path(self.cells_dir, f"{job_id}.timing.csv"), _csv_text(TIMING_COLUMNS, [timing]))
+        atomic_write_text(child_path(self.cells_dir, f"{job_id}.csv"), _csv_text(RESULT_COLUMNS, rows))
 
-    def _write_merged(self) -> None:
-        """Regenerate the merged files from all cells, in canonical row order."""
-        cells = sorted(self._cells().values(), key=lambda rows: tuple(_sort_key(rows[0][k]) for k in _SORT_KEYS))
+    def merge(self) -> int:
+        """Write ``results.csv`` and ``timings.csv`` from every valid cell file, in canonical row order; the
+        number of cells merged."""
+        cells, timings = [], []
+        paths = sorted(p for p in self.cells_dir.glob("*.csv") if not p.name.endswith(".timing.csv"))
+        for path in paths:
+            job_id = path.name.removesuffix(".csv")
+            if (rows := _valid_cell(path, job_id)) is None:
+                continue
+            cells.append(rows)
+            timing = self.cells_dir / f"{job_id}.timing.csv"
+            timings += _read_csv(timing) if timing.is_file() else [{"job_id": job_id}]
+        cells.sort(key=lambda rows: tuple(_sort_key(rows[0][k]) for k in _SORT_KEYS))
         atomic_write_text(self.results_csv, _csv_text(RESULT_COLUMNS, (r for rows in cells for r in rows)))
-        timings = [row for job in sorted(self._timings) for row in self._timings[job]]
-        atomic_write_text(self.timings_csv, _csv_text(TIMING_COLUMNS, timings))
+        atomic_write_text(self.timings_csv, _csv_text(TIMING_COLUMNS, sorted(timings, key=lambda t: t["job_id"])))
+        return len(cells)
+
+
+def _valid_cell(path: Path, job_id: str, metrics: Collection[str] | None = None) -> list[dict[str, str]] | None:
+    """The rows of cell file ``path`` when it is complete: the result columns, one row per metric (exactly
+    ``metrics`` when given), each of the cell's job id, a known status and a number as value; else None."""
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            if tuple(next(reader, ())) != RESULT_COLUMNS:
+                return None
+            rows = [dict(zip(RESULT_COLUMNS, line, strict=True)) for line in reader]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+        return None
+    if any(r["job_id"] != job_id or r["status"] not in STATUSES or not _is_number(r["value"]) for r in rows):
+        return None
+    found = [r["metric"] for r in rows]
+    complete = set(found) == set(metrics) if metrics is not None else bool(found)
+    return rows if complete and len(set(found)) == len(found) else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _sort_key(value: str) -> tuple[int, int | str]:

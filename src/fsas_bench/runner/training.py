@@ -18,17 +18,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write, umask
 from fsas_bench.hashing import sha256_file
@@ -141,29 +137,6 @@ class ReferenceFits:
         return len(files)
 
 
-def ensure_checkpoint(
-    job: TrainJob,
-    out: Path,
-    make_method: Callable[[], FewShotMethod],
-    auxiliary: DatasetIndex,
-    target: DatasetIndex,
-    reference: ReferenceFits | None = None,
-) -> tuple[Path, str, float]:
-    """The checkpoint of ``job`` (from ``reference`` when given, else trained unless it exists): its path,
-    SHA-256 and the training seconds spent now."""
-    if reference is not None:
-        return *reference.path(job.relative_path()), 0.0
-    path = job.path(out)
-    if path.is_file():
-        return path, sha256_file(path), 0.0
-    start = time.perf_counter()
-    L.seed_everything(job.seed, verbose=False)
-    method = make_method()
-    method.fit_auxiliary(auxiliary, target, job.shot or 0)
-    digest = save_state(method.state_dict(), method.loss_history, path)
-    return path, digest, time.perf_counter() - start
-
-
 def load_checkpoint(method: FewShotMethod, path: Path) -> None:
-    """Load a checkpoint written by :func:`ensure_checkpoint` into a fresh method instance."""
+    """Load an auxiliary checkpoint (written by :func:`save_state`) into a fresh method instance."""
     method.load_state_dict(load_file(path))
