@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default fsas-results/<run-name>, untracked)")
     run.add_argument("--no-resume", action="store_true", help="recompute cells already finished in --out")
     run.add_argument("--feature-cache", type=Path, help="optional directory persisting backbone features")
+    run.add_argument("--save-examples", type=_strict_int(), metavar="N",
+                     help="example test images per category whose maps (seed 0) are kept, with every cell's ROC/PRO "
+                          "curves, for 'report --html' (default 4; 0 keeps no pictures)")  # fmt: skip
     reg = sub.add_parser("regress", help="compare a run with a committed regression snapshot (exit 1 on drift)")
     reg.add_argument("--against", type=Path, required=True, help="snapshot CSV; its sidecar is the same name .json")
     reg.add_argument("--results", type=Path, help="results.csv (or its run directory) to compare; default: rerun "
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         reg.add_argument(f"--{name}", help=f"compare (and rerun) only these {name}, comma-separated")
     report = sub.add_parser("report", help="regenerate leaderboard.md/.csv from DIR/results.csv")
     report.add_argument("dir", type=Path)
+    report.add_argument("--html", action="store_true",
+                        help="also write DIR/report.html (+ DIR/report_assets/): tables, plots, curves, example maps")
     lst = sub.add_parser("list", help="show methods, datasets (and availability) and backbones")
     lst.add_argument("--data-root", type=Path, help="also look for datasets in this folder")
     pre = sub.add_parser("pretrain-tiny-clip", help="train fsas-tiny on captioned synthetic images (fsas-synthetic)")
@@ -249,6 +254,8 @@ def _check_run_args(args: argparse.Namespace) -> _RunArgs:
                         "images")  # fmt: skip
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    if args.save_examples is not None and args.save_examples < 0:
+        raise UserError(f"--save-examples {args.save_examples} is invalid: use 0 (no pictures) or a positive integer")
     parse_eval_size(args.eval_size, args.mask_resize)
     check_device_name(args.device)
     for name in datasets:
@@ -289,6 +296,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         resume=not args.no_resume,
         feature_cache_dir=args.feature_cache,
         mode=args.mode,
+        **({} if args.save_examples is None else {"save_examples": args.save_examples}),
     )
     sweep = _prepare(spec)
     _report_benchmark_only(sweep, console)
@@ -382,6 +390,10 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
     for path in write_leaderboards(args.dir):
         console.print(f"wrote {path}")
+    if args.html:
+        from fsas_bench.runner.html_report import write_html_report
+
+        console.print(f"wrote {write_html_report(args.dir)}")
 
 
 def _list(args: argparse.Namespace, console: Console) -> None:

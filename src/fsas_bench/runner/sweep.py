@@ -36,6 +36,7 @@ from fsas_bench.names import child_path
 from fsas_bench.options import check_device_name
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
+from fsas_bench.runner.pictures import DEFAULT_EXAMPLES, save_pictures
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore, atomic_write_text
 from fsas_bench.runner.training import (
@@ -69,6 +70,7 @@ class SweepSpec:
     mode: str = "benchmark"  # ``faithful``: each method's faithful preset where it has one
     allow_random_weights: bool = False  # Python API only: random weights for an upstream architecture
     reference_fits: Path | None = None  # committed checkpoints evaluated instead of any training (regress)
+    save_examples: int = DEFAULT_EXAMPLES  # example images per category kept for the HTML report (0: no pictures)
 
 
 @dataclass
@@ -92,6 +94,8 @@ class Sweep:
         self.methods = {name: get_method(name) for name in (spec.methods or tuple(list_methods()))}
         if spec.batch_size < 1:
             raise UserError(f"--batch-size {spec.batch_size} is invalid: use a positive integer")
+        if spec.save_examples < 0:  # pictures (issue 18)
+            raise UserError(f"--save-examples {spec.save_examples} is invalid: use 0 (no pictures) or more")
         names = spec.datasets or tuple(default_datasets(spec.data_root))
         self.indexes = {name: load_dataset(name, spec.data_root) for name in names}
         self.manifests = self._manifests()
@@ -293,6 +297,9 @@ class Sweep:
         else:
             result = evaluate(scores, labels, fpr_limit=FPR_LIMIT)
         done = time.perf_counter()
+        # Pictures for `fsas-bench report --html` (issue 18): the examples' maps and the cell's curves; no metric.
+        save_pictures(self.spec.out, self.spec.save_examples, cell, str(base["job_id"]), query, scores, labels, maps,
+                      masks, regions)  # fmt: skip
         rows = []
         for metric in self._metric_names(index):
             value = float(result[metric])
