@@ -102,5 +102,9 @@ def test_downsample_keeps_ends_and_own_vertices() -> None:
     assert np.all(np.diff(dx) >= 0) and np.all(np.diff(dy) >= 0)
     assert np.trapezoid(dy, dx) == pytest.approx(np.trapezoid(y, x), abs=2e-3)
     assert downsample(x[:10], y[:10], 300)[0].tolist() == x[:10].tolist()
+    drawn = curves(scores + labels, labels)["I-ROC"]  # default: a few thousand thresholds, then 300 vertices
+    fpr_ref, tpr_ref, _ = roc_curve(labels, scores + labels, drop_intermediate=False)
+    assert len(drawn[0]) == 300 and _points(*drawn) <= _points(fpr_ref, tpr_ref) | {(0.0, 0.0)}  # exact points
+    assert np.trapezoid(drawn[1], drawn[0]) == pytest.approx(np.trapezoid(y, x), abs=2e-3)
     with pytest.raises(ValueError, match="at least 2"):
         downsample(x, y, 1)

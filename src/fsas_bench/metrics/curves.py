@@ -20,6 +20,8 @@ from fsas_bench.metrics.regions import GroundTruthRegions
 
 CURVE_POINTS = 300
 """Default number of vertices a drawn curve keeps."""
+_OVERSAMPLING = 2
+"""Thresholds taken per kept vertex, among the positives' and all scores, before the even-length downsampling."""
 
 Curve = tuple[np.ndarray, np.ndarray]
 """(x, y): two (P,) float64 arrays, x non-decreasing from 0 to 1."""
@@ -50,7 +52,7 @@ def curves(
     out: dict[str, Curve] = {}
     positive_index = labels.nonzero().squeeze(1).to(scores.device)
     if 0 < positive_index.numel() < labels.numel():
-        fpr, tpr, _ = _vertices(rank_scores(scores, positive_index))
+        fpr, tpr, _ = _vertices(rank_scores(scores, positive_index), max_points)
         out["I-ROC"] = downsample(fpr, tpr, max_points)
     if anomaly_maps is None or regions is None:
         return out
@@ -59,18 +61,35 @@ def curves(
     if regions.num_defect_pixels == 0 or regions.num_normal_pixels == 0:
         return out
     regions = regions.to(maps.device)
-    fpr, tpr, pro = _vertices(rank_scores(maps.reshape(-1), regions.defect_index, regions.pro_weights()))
+    ranked = rank_scores(maps.reshape(-1), regions.defect_index, regions.pro_weights())
+    fpr, tpr, pro = _vertices(ranked, max_points)
     out["P-ROC"] = downsample(fpr, tpr, max_points)
     out["PRO"] = downsample(fpr, pro, max_points)
     return out
 
 
-def _vertices(ranked: RankedScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FPR, TPR and weight (PRO, or TPR again for the default weights) at (0, 0), every ``> t`` and ``>= t``
-    point of the distinct positive scores t (decreasing), and (1, 1, Σ weights)."""
+def _thresholds(ranked: RankedScores, max_points: int | None) -> torch.Tensor:
+    """Decreasing thresholds: every distinct positive score, or (given ``max_points``) at most
+    ``_OVERSAMPLING · max_points`` of them and as many of all scores, evenly spaced in rank."""
+    distinct = distinct_positive_scores(ranked)
+    if max_points is None:
+        return distinct
+    n = _OVERSAMPLING * max_points
+    picks = [distinct[_even(distinct.numel(), n)], ranked.pool[_even(ranked.pool.numel(), n)].to(distinct.dtype)]
+    return torch.unique(torch.cat(picks)).flip(0)
+
+
+def _even(size: int, n: int) -> torch.Tensor:
+    """At most ``n`` indices into ``size`` items, evenly spaced, first and last included."""
+    return torch.linspace(0, size - 1, min(n, size)).round().long().unique()
+
+
+def _vertices(ranked: RankedScores, max_points: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FPR, TPR and weight (PRO, or TPR again for the default weights) at (0, 0), the ``> t`` and ``>= t``
+    points of the thresholds t (decreasing), and (1, 1, Σ weights)."""
     n_pos, n_neg = ranked.n_pos, ranked.n_neg
     parts = [(np.zeros(1), np.zeros(1), np.zeros(1))]
-    for t in distinct_positive_scores(ranked).split(_CHUNK):
+    for t in _thresholds(ranked, max_points).split(_CHUNK):
         above, at = counts_above(ranked, t, strict=True), counts_above(ranked, t, strict=False)
         fp = torch.stack([above.fp, at.fp], dim=1).reshape(-1).double().cpu().numpy()
         tp = torch.stack([above.tp, at.tp], dim=1).reshape(-1).double().cpu().numpy()

@@ -65,8 +65,7 @@ def write_html_report(out: Path) -> Path:
     if assets.is_dir():  # only what this page links; the folder belongs to the report
         shutil.rmtree(assets)
     page = Page(out, assets)
-    body = [f"<h1>fsas-bench report: {html.escape(out.name)}</h1>",
-            "<h2>Leaderboards</h2>", _markdown((out / "leaderboard.md").read_text(encoding="utf-8"))]  # fmt: skip
+    body = [_markdown((out / "leaderboard.md").read_text(encoding="utf-8"))]  # its title is the page's
     table = aggregate(results)
     for dataset, rows in results.groupby("dataset", sort=True):
         body.append(f"<h2>{html.escape(dataset)}: shot scaling</h2>")

@@ -104,8 +104,8 @@ def save_pictures(
         return
     folder = category_dir(out, cell.dataset, cell.category)
     found = curves(scores, labels, maps if regions is not None else None, regions)
-    _save_npz(child_path(folder, "curves", f"{job_id}.npz"),
-              {f"{name}/{axis}": v for name, xy in found.items() for axis, v in zip("xy", xy)})  # fmt: skip
+    arrays = {f"{name}/{axis}": v for name, xy in found.items() for axis, v in zip("xy", xy)}
+    _save_npz(child_path(folder, "curves", f"{job_id}.npz"), arrays, compress=False)
     if numeric_seed(cell.seed) != 0:
         return
     chosen = select_examples(query, n_examples)
@@ -113,7 +113,7 @@ def save_pictures(
     rel_paths = np.array([query[i].rel_path for i in chosen])
     examples = folder / "examples.npz"
     if not examples.is_file():
-        _save_npz(examples, {
+        _save_npz(examples, compress=True, arrays={
             "rel_path": rel_paths,
             "label": np.array([query[i].label for i in chosen]),
             "defect_type": np.array([query[i].defect_type for i in chosen]),
@@ -124,10 +124,10 @@ def save_pictures(
     picked = maps[torch.tensor(chosen, device=maps.device)].float()
     small = F.interpolate(picked.unsqueeze(1), size=size, mode="area").squeeze(1).cpu()
     normalised = ((small - lo) / (hi - lo) if hi > lo else torch.zeros_like(small)).clamp(0, 1)
-    _save_npz(child_path(folder, "maps", f"{job_id}.npz"), {
+    _save_npz(child_path(folder, "maps", f"{job_id}.npz"), arrays={
         "rel_path": rel_paths, "map": normalised.numpy().astype(np.float16), "lo": np.float64(lo),
         "hi": np.float64(hi), "image_score": scores[chosen].double().cpu().numpy(),
-    })  # fmt: skip
+    }, compress=False)  # fmt: skip
 
 
 def _resized_image(sample: Sample, size: tuple[int, int]) -> np.ndarray:
@@ -143,11 +143,12 @@ def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (area > 0).numpy()
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``arrays`` as a compressed ``.npz`` at ``path``, written atomically."""
+def _save_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """``arrays`` as an ``.npz`` at ``path``, written atomically; compressed only where it pays (images: maps and
+    curves in float barely shrink and would cost more time than the rest of the cell's pictures)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            (np.savez_compressed if compress else np.savez)(handle, **arrays)
 
     atomic_write(path, write, "pictures")
