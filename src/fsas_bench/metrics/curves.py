@@ -85,18 +85,19 @@ def _even(size: int, n: int) -> torch.Tensor:
 
 
 def _vertices(ranked: RankedScores, max_points: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FPR, TPR and weight (PRO, or TPR again for the default weights) at (0, 0), the ``> t`` and ``>= t``
-    points of the thresholds t (decreasing), and (1, 1, Σ weights)."""
+    """FPR, TPR and weight (PRO, or TPR again for the default weights) at (0, 0), the points of the thresholds t
+    (decreasing), and (1, 1, Σ weights). Exact curves (``max_points`` None) take the ``> t`` and ``>= t`` points
+    of every distinct positive score; drawn ones the ``>= t`` point of each sampled threshold, a curve point too."""
     n_pos, n_neg = ranked.n_pos, ranked.n_neg
     parts = [(np.zeros(1), np.zeros(1), np.zeros(1))]
     for t in _thresholds(ranked, max_points).split(_CHUNK):
-        above, at = counts_above(ranked, t, strict=True), counts_above(ranked, t, strict=False)
-        fp = torch.stack([above.fp, at.fp], dim=1).reshape(-1).double().cpu().numpy()
-        tp = torch.stack([above.tp, at.tp], dim=1).reshape(-1).double().cpu().numpy()
-        weight = torch.stack([above.weight, at.weight], dim=1).reshape(-1).cpu().numpy()
+        counts = [counts_above(ranked, t, strict=False)]
+        if max_points is None:
+            counts.insert(0, counts_above(ranked, t, strict=True))
+        fp, tp, weight = (torch.stack(c, dim=1).reshape(-1).cpu().numpy() for c in zip(*counts))
         parts.append((fp / n_neg, tp / n_pos, weight))
     parts.append((np.ones(1), np.ones(1), ranked.tail_weight[:1].cpu().numpy()))
-    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+    return tuple(np.concatenate(column).astype(np.float64) for column in zip(*parts))  # type: ignore[return-value]
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int | None = CURVE_POINTS) -> Curve:
