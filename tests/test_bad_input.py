@@ -480,7 +480,8 @@ _EARLY_ARGS = [
     ["run", "--set", "x"], ["run", "--set", "nope.sigma=1"], ["run", "--eval-size", "abc"],
     ["run", "--eval-size", "64", "--mask-resize", "cubic"], ["run", "--batch-size", "0"],
     ["run", "--device", "tpu"], ["run", "--device", "cuda:x"], ["run", "--datasets", "nope"],
-    ["run", "--shot-list", "a.txt", "--seeds", "0"], ["report", "{tmp}/missing"],
+    ["run", "--shot-list", "a.txt", "--seeds", "0"], ["report", "{tmp}/missing"], ["run", "--save-examples", "-1"],
+    ["report", "{tmp}/missing", "--html"],
     ["regress", "--against", "x.csv", "--shots", "a"], ["regress", "--against", "x.csv", "--atol", "nan"],
 ]  # fmt: skip
 

@@ -114,6 +114,8 @@ def test_resume_after_kill_gives_the_same_csv(tmp_path):
         (["--shots", "999"], "normal training images; use --shots up to"),
         (["--eval-size", "big"], "--eval-size 'big' is invalid"),
         (["--batch-size", "0"], "--batch-size 0 is invalid"),
+        (["--save-examples", "-1"], "--save-examples -1 is invalid"),
+        (["--save-examples", "x"], "argument --save-examples: 'x' is not an integer"),
         (["--device", "tpu"], "--device 'tpu' is unknown"),
         (["--data-root", "/no/such/dir"], "is not a directory"),
         (["--bogus"], "unrecognized arguments"),

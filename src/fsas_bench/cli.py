@@ -129,6 +129,9 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local (default): this process; ray: tasks on a Ray cluster (pip install "
                              "'fsas-bench[ray]'; --out must be on a filesystem every node shares)")  # fmt: skip
     parser.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
+    parser.add_argument("--save-examples", type=_strict_int(), metavar="N",
+                        help="example test images per category whose maps (seed 0) are kept, with every cell's "
+                             "ROC/PRO curves, for 'report --html' (default 4; 0 keeps no pictures)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         reg.add_argument(f"--{name}", help=f"compare (and rerun) only these {name}, comma-separated")
     report = sub.add_parser("report", help="regenerate leaderboard.md/.csv from DIR/results.csv")
     report.add_argument("dir", type=Path)
+    report.add_argument("--html", action="store_true",
+                        help="also write DIR/report.html (+ DIR/report_assets/): tables, plots, curves, example maps")
     lst = sub.add_parser("list", help="show methods, datasets (and availability) and backbones")
     lst.add_argument("--data-root", type=Path, help="also look for datasets in this folder")
     pre = sub.add_parser("pretrain-tiny-clip", help="train fsas-tiny on captioned synthetic images (fsas-synthetic)")
@@ -262,6 +267,8 @@ def _check_run_args(args: argparse.Namespace) -> _RunArgs:
                         "images")  # fmt: skip
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is invalid: use a positive integer")
+    if args.save_examples is not None and args.save_examples < 0:
+        raise UserError(f"--save-examples {args.save_examples} is invalid: use 0 (no pictures) or a positive integer")
     parse_eval_size(args.eval_size, args.mask_resize)
     check_device_name(args.device)
     for name in datasets:
@@ -303,6 +310,7 @@ def _sweep_spec(args: argparse.Namespace) -> SweepSpec:
         mode=args.mode,
         executor=args.executor,
         ray_address=args.ray_address,
+        **({} if args.save_examples is None else {"save_examples": args.save_examples}),
     )
 
 
@@ -423,6 +431,10 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
     for path in write_leaderboards(args.dir):
         console.print(f"wrote {path}")
+    if args.html:
+        from fsas_bench.runner.html_report import write_html_report
+
+        console.print(f"wrote {write_html_report(args.dir)}")
 
 
 def _list(args: argparse.Namespace, console: Console) -> None:

@@ -556,6 +556,7 @@ def sweep_spec(config: SnapshotConfig, selection: Selection, device: str, fits: 
         overrides=sweep.overrides,
         mode=sweep.mode,
         reference_fits=fits,
+        save_examples=0,  # numbers only: no pictures for the report
     )
 
 

@@ -33,6 +33,7 @@ from fsas_bench.runner.executors import EXECUTORS, CellReporter, executor
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
 from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit
+from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
 from fsas_bench.runner.results import ResultStore, atomic_write_text
 from fsas_bench.runner.tasks import FPR_LIMIT, CellOutcome
 from fsas_bench.runner.training import ReferenceFits, TrainJob
@@ -66,6 +67,7 @@ class SweepSpec:
     reference_fits: Path | None = None  # committed checkpoints evaluated instead of any training (regress)
     executor: str = "local"  # or "ray" (see runner/executors.py)
     ray_address: str | None = None  # None: a local Ray instance
+    save_examples: int = DEFAULT_EXAMPLES  # example images per category kept for the HTML report (0: no pictures)
 
 
 class Sweep:
@@ -82,6 +84,8 @@ class Sweep:
             raise UserError(f"--batch-size {spec.batch_size} is invalid: use a positive integer")
         if spec.executor not in EXECUTORS:
             raise UserError(f"--executor '{spec.executor}' is unknown: use one of {', '.join(EXECUTORS)}")
+        if spec.save_examples < 0:
+            raise UserError(f"--save-examples {spec.save_examples} is invalid: use 0 (no pictures) or more")
         self.methods = {name: get_method(name) for name in (spec.methods or tuple(list_methods()))}
         names = spec.datasets or tuple(default_datasets(spec.data_root))
         self.indexes = {name: load_dataset(name, spec.data_root) for name in names}

@@ -34,6 +34,7 @@ from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, Gro
 from fsas_bench.names import child_path
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 from fsas_bench.runner.grid import Cell, numeric_seed
+from fsas_bench.runner.pictures import save_pictures
 from fsas_bench.runner.plan import SweepPlan, Training, Unit
 from fsas_bench.runner.provenance import provenance
 from fsas_bench.runner.results import ResultStore
@@ -255,6 +256,9 @@ class _UnitEvaluator:
         else:
             result = evaluate(scores, labels, fpr_limit=FPR_LIMIT)
         done = time.perf_counter()
+        # Pictures for `fsas-bench report --html`: the examples' maps and the cell's curves (no metric).
+        save_pictures(spec.out, spec.save_examples, cell, str(base["job_id"]), self.query, scores, labels, maps,
+                      masks, regions)  # fmt: skip
         rows = []
         for metric in self._metric_names():
             value = float(result[metric])
