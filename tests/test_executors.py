@@ -197,3 +197,12 @@ def test_job_ids_do_not_depend_on_where_or_how_a_sweep_runs(tmp_path):
     local = Sweep(SweepSpec(out=tmp_path / "a", **SMALL)).plan
     ray = Sweep(SweepSpec(out=tmp_path / "b", executor="ray", batch_size=3, **SMALL)).plan
     assert local.job_ids == ray.job_ids and local.run_id == ray.run_id
+
+
+def test_training_seconds_are_counted_once_per_checkpoint(local_run):
+    """Two units use one checkpoint: its training time is in the timing of one cell only (the first user)."""
+    import csv
+
+    with (local_run / "timings.csv").open(encoding="utf-8") as fh:
+        trained = [row for row in csv.DictReader(fh) if row["time_train_s"]]
+    assert len(trained) == 1 and float(trained[0]["time_train_s"]) > 0

@@ -179,7 +179,9 @@ class _UnitEvaluator:
         self.index = plan.indexes[unit.dataset]
         self.query = self.index.split(unit.category, "test")
         self.trained = trained
-        self.trained_now = {job for job, t in trained.items() if t.seconds > 0}
+        first_users = {t.users[0]: t.job for t in plan.trainings}
+        self.train_seconds = {jid: trained[job].seconds for jid, job in first_users.items() if job in trained}
+        """Training seconds spent in this run, attributed to the first cell (in plan order) using the checkpoint."""
         self._ground_truth: tuple[np.ndarray, GroundTruthRegions | None] | None = None
 
     def run_cell(self, cell: Cell) -> CellOutcome:
@@ -218,9 +220,8 @@ class _UnitEvaluator:
         if (job := plan.cell_jobs.get(plan.job_ids[cell])) is not None:
             trained = self.trained[job]
             load_checkpoint(method, trained.path)
-            if job in self.trained_now:  # the training seconds go to the first cell of this run that uses it
-                timing["time_train_s"] = trained.seconds
-                self.trained_now.discard(job)
+            if self.train_seconds.get(plan.job_ids[cell], 0.0) > 0:
+                timing["time_train_s"] = self.train_seconds[plan.job_ids[cell]]
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=trained.sha256)
         L.seed_everything(numeric_seed(cell.seed), verbose=False)
         before = replace(cache.stats)
