@@ -83,13 +83,13 @@ class RayExecutor:
         train_task = ray.remote(_train_task).options(name="fsas-train", **options)
         unit_task = ray.remote(_unit_task).options(name="fsas-unit", **options)
         training_refs = {t.job: train_task.remote(plan_ref, t) for t in plan.trainings}
-        unit_refs = {
-            unit_task.remote(plan_ref, unit, *(training_refs[t.job] for t in plan.unit_trainings(unit))): unit
+        pending = [
+            unit_task.remote(plan_ref, unit, *(training_refs[t.job] for t in plan.unit_trainings(unit)))
             for unit in plan.units
-        }
+        ]
         store, started = ResultStore(plan.spec.out), time.time()
         waiting = {plan.job_ids[c]: c for c in plan.cells}
-        pending, outcomes = list(unit_refs), []
+        outcomes: list[CellOutcome] = []
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
             for jid in [jid for jid in waiting if store.written_since(jid, started)]:  # finished meanwhile
@@ -99,9 +99,9 @@ class RayExecutor:
                     if waiting.pop(outcome.job_id, None) is not None:
                         on_cell(outcome)
                     outcomes.append(outcome)
-            running = len(pending)
-            trainings = sum(1 for ref in training_refs.values() if not ray.wait([ref], timeout=0)[0])
-            on_phase(PhaseUpdate(f"ray: {trainings} training and {running} unit tasks to finish") if pending else None)
+            refs = list(training_refs.values())
+            trainings = len(ray.wait(refs, num_returns=len(refs), timeout=0)[1]) if refs else 0
+            on_phase(PhaseUpdate(f"ray: {trainings} training and {len(pending)} unit tasks to finish") if pending else None)
         return outcomes
 
 

@@ -186,7 +186,7 @@ class _UnitEvaluator:
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         plan, jid = self.plan, self.plan.job_ids[cell]
-        if plan.spec.resume and self.store.is_done(jid, self._metric_names()):
+        if plan.spec.resume and self.store.is_done(jid, metric_names(self.index)):
             return CellOutcome(cell, jid, True, {}, {})
         method_cls = get_method(cell.method)
         base = self._base_row(cell, jid, method_cls)
@@ -194,7 +194,7 @@ class _UnitEvaluator:
         if cell.shot == 0 and not method_cls.supports_zero_shot:
             reason = f"{cell.method} does not support zero-shot (k=0); cell skipped"
             rows = [{**base, **_metric_fields(m), "value": math.nan, "status": "skipped", "reason": reason}
-                    for m in self._metric_names()]  # fmt: skip
+                    for m in metric_names(self.index)]  # fmt: skip
             self.store.write_cell(jid, rows, timing)
             return CellOutcome(cell, jid, True, {}, timing)
         rows, values = self._evaluate(cell, method_cls, base, timing)
@@ -261,7 +261,7 @@ class _UnitEvaluator:
         save_pictures(spec.out, spec.save_examples, cell, str(base["job_id"]), self.query, scores, labels, maps,
                       masks, regions)  # fmt: skip
         rows = []
-        for metric in self._metric_names():
+        for metric in metric_names(self.index):
             value = float(result[metric])
             status = "ok" if math.isfinite(value) else "undefined"
             rows.append({**base, **_metric_fields(metric), "value": value, "status": status,
@@ -289,9 +289,6 @@ class _UnitEvaluator:
             regions = GroundTruthRegions.from_masks(masks, connectivity=frame.connectivity) if self.index.has_masks else None
             self._ground_truth = (masks, regions)
         return self._ground_truth
-
-    def _metric_names(self) -> tuple[str, ...]:
-        return metric_names(self.index)
 
     def _base_row(self, cell: Cell, jid: str, method_cls: type[FewShotMethod]) -> dict[str, object]:
         plan = self.plan
