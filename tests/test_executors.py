@@ -206,3 +206,15 @@ def test_training_seconds_are_counted_once_per_checkpoint(local_run):
     with (local_run / "timings.csv").open(encoding="utf-8") as fh:
         trained = [row for row in csv.DictReader(fh) if row["time_train_s"]]
     assert len(trained) == 1 and float(trained[0]["time_train_s"]) > 0
+
+
+def test_ray_tasks_request_the_cpus_their_threads_use(tmp_path):
+    """Never more busy threads than cores: a CPU task asks for the plan's torch threads (at most a node's CPUs)."""
+    from dataclasses import replace
+
+    from fsas_bench.runner.executors import task_resources
+
+    plan = replace(Sweep(SweepSpec(out=tmp_path / "a", executor="ray", **SMALL)).plan, threads=4)
+    assert task_resources(plan, largest_node_cpus=16) == {"num_cpus": 4}
+    assert task_resources(plan, largest_node_cpus=2) == {"num_cpus": 2}
+    assert task_resources(replace(plan, spec=replace(plan.spec, device="cuda")), 16) == {"num_gpus": 1}

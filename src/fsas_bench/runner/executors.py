@@ -55,9 +55,9 @@ class LocalExecutor:
 class RayExecutor:
     """Tasks on a Ray cluster: ``address`` None starts a local instance (shut down at the end).
 
-    Training tasks and unit tasks request one GPU each with ``--device cuda`` and one CPU otherwise; a unit
-    task depends on the training tasks of its checkpoints; a task whose worker dies is retried
-    (:data:`RAY_RETRIES`). The driver polls the cell files for progress (workers write them into ``--out``,
+    Training tasks and unit tasks request one GPU each with ``--device cuda`` and otherwise the CPUs their
+    threads use (:func:`task_resources`); a unit task depends on the training tasks of its checkpoints; a task
+    whose worker dies is retried (:data:`RAY_RETRIES`). The driver polls the cell files for progress (workers write them into ``--out``,
     which all nodes must share).
     """
 
@@ -77,8 +77,8 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run(self, ray: Any, plan: SweepPlan, on_cell: CellReporter, on_phase: PhaseReporter) -> list[CellOutcome]:
-        resources = {"num_gpus": 1} if plan.spec.device.startswith("cuda") else {"num_cpus": 1}
-        options = {**resources, "max_retries": RAY_RETRIES, "retry_exceptions": False}
+        largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+        options = {**task_resources(plan, int(largest_node)), "max_retries": RAY_RETRIES, "retry_exceptions": False}
         plan_ref = ray.put(plan)
         train_task = ray.remote(_train_task).options(name="fsas-train", **options)
         unit_task = ray.remote(_unit_task).options(name="fsas-unit", **options)
@@ -103,6 +103,17 @@ class RayExecutor:
             trainings = len(ray.wait(refs, num_returns=len(refs), timeout=0)[1]) if refs else 0
             on_phase(PhaseUpdate(f"ray: {trainings} training and {len(pending)} unit tasks to finish") if pending else None)
         return outcomes
+
+
+def task_resources(plan: SweepPlan, largest_node_cpus: int) -> dict[str, int]:
+    """What one task requests: a GPU with ``--device cuda``; otherwise the CPUs its torch threads use
+    (:attr:`SweepPlan.threads`, the driver's, so numbers equal the local executor's), at most a whole node's.
+
+    Asking for fewer CPUs than threads would put several multi-threaded tasks on the same cores: on the 2-core
+    CI machine two 2-thread tasks at once made the embedded sweep 3.2× slower than one process."""
+    if plan.spec.device.startswith("cuda"):
+        return {"num_gpus": 1}
+    return {"num_cpus": max(1, min(plan.threads, largest_node_cpus))}
 
 
 def _train_task(plan: SweepPlan, training: Training) -> TrainOutcome:
