@@ -7,7 +7,11 @@ times a safety factor, is the band inside which ``fsas-bench regress`` reports a
 than a code change. Prints the per-setting maxima; ``--write`` stores the band in the snapshot's sidecar.
 
     python benchmarks/regress_tolerance.py                      # measure and print
-    python benchmarks/regress_tolerance.py --write              # ... and update baselines/regression/embedded.json
+    python benchmarks/regress_tolerance.py --write              # ... and add it to baselines/regression/embedded.json
+
+``--write`` keeps what earlier machines measured: per method and metric the band is the largest move seen on any
+machine listed in the sidecar (a band only grows), so running it on each new kind of CPU makes the snapshot
+portable to it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fsas_bench.runner.regress import (
-    EMULATED_ENVIRONMENTS, KEY, Selection, SnapshotConfig, emulated_environment, fits_dir, read_tidy, sidecar_path,
-    sweep_spec,
+    EMULATED_ENVIRONMENTS, KEY, Selection, SnapshotConfig, emulated_environment, fits_dir, merged_environment,
+    read_tidy, sidecar_path, sweep_spec, this_machine,
 )  # fmt: skip
 from fsas_bench.runner.results import atomic_write_text
 from fsas_bench.runner.sweep import Sweep
@@ -94,17 +98,8 @@ def main() -> None:
     if args.write:
         path = sidecar_path(args.against)
         doc = json.loads(path.read_text(encoding="utf-8"))
-        bands = {m: {x: float(v) for (mm, x), v in table["band"].items() if mm == m and v > 0}
-                 for m in sorted(set(table.index.get_level_values("method")))}  # fmt: skip
-        doc["environment"] = {
-            "about": "largest move of each method and metric over emulated CPU environments (benchmarks/"
-                     "regress_tolerance.py), times the safety factor; moves inside it are reported, not failed",
-            "safety_factor": args.factor,
-            "settings": EMULATED_ENVIRONMENTS,
-            "measured": {m: {x: float(v) for (mm, x), v in table.drop(columns="band").max(axis=1).items() if mm == m}
-                         for m in bands},
-            "bands": {m: b for m, b in bands.items() if b},
-        }  # fmt: skip
+        doc["environment"] = merged_environment(doc.get("environment", {}), table.drop(columns="band").max(axis=1),
+                                                args.factor, this_machine())
         atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote the environment band into {path}")
 

@@ -227,6 +227,19 @@ def test_a_move_inside_the_environment_band_is_reported_but_holds(snapshot, tiny
     assert _regress(snapshot, tiny_results) == 1
 
 
+def test_a_second_machine_widens_the_band_and_never_narrows_it():
+    first = {"measured": {"dictas": {"P-F1max": 0.0, "P-AP": 2e-7}, "winclip": {"I-AP": 0.01}}}
+    measured = pd.Series({("dictas", "P-F1max"): 3e-6, ("dictas", "P-AP"): 1e-8, ("patchknn", "AUPRO"): 0.0})
+    env = regress.merged_environment(first, measured, 10.0, "CPU B (avx512 kernels)")
+    assert env["measured"] == {"dictas": {"P-AP": 2e-7, "P-F1max": 3e-6}, "patchknn": {"AUPRO": 0.0},
+                               "winclip": {"I-AP": 0.01}}
+    assert env["bands"] == {"dictas": {"P-AP": pytest.approx(2e-6), "P-F1max": pytest.approx(3e-5)},
+                            "winclip": {"I-AP": pytest.approx(0.1)}}
+    assert env["machines"] == ["CPU B (avx512 kernels)", regress.UNRECORDED_MACHINE]
+    again = regress.merged_environment(env, pd.Series({("dictas", "P-F1max"): 1e-6}), 10.0, "CPU B (avx512 kernels)")
+    assert again["bands"] == env["bands"] and again["machines"] == env["machines"]
+
+
 def test_environment_band_must_be_numbers(snapshot, tiny_results, capsys):
     _set_band(snapshot, "patchknn", "P-AUROC", -1.0)
     assert _regress(snapshot, tiny_results) == 2

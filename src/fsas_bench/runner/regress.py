@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -72,6 +73,42 @@ def emulated_environment(name: str) -> dict[str, str]:
     """This process's environment with the emulation variables of ``name`` (and no others) set."""
     env = {k: v for k, v in os.environ.items() if k not in EMULATION_VARIABLES}
     return {**env, **EMULATED_ENVIRONMENTS[name]}
+UNRECORDED_MACHINE = "the first measurement's machine (not recorded)"
+
+
+def this_machine() -> str:
+    """The CPU this measurement ran on: its model name (Linux; else the platform's) and torch's native kernels."""
+    import torch  # here: the CLI imports this module before any torch work (fast refusal of bad arguments)
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+    model = names[0] if names else platform.processor() or platform.machine()
+    return f"{model} ({torch.backends.cpu.get_cpu_capability().lower()} kernels)"
+
+
+def merged_environment(previous: dict[str, Any], measured: pd.Series, factor: float, machine: str) -> dict[str, Any]:
+    """The sidecar's environment section after this machine's measurement: per method and metric the largest move
+    measured on ANY machine so far (one machine's emulations do not show every other CPU's last-bit differences,
+    so a band only grows), times ``factor``; ``measured`` is indexed by (method, metric); ``machine`` (see
+    :func:`this_machine`) joins the machines listed."""
+    largest = {m: dict(v) for m, v in previous.get("measured", {}).items()}
+    for (method, metric), move in measured.items():
+        largest.setdefault(method, {})[metric] = max(float(move), largest.get(method, {}).get(metric, 0.0))
+    return {
+        "about": "largest move of each method and metric over emulated CPU environments on every machine listed "
+                 "(benchmarks/regress_tolerance.py --write), times the safety factor; moves inside it are "
+                 "reported, not failed",
+        "safety_factor": factor,
+        "settings": EMULATED_ENVIRONMENTS,
+        "machines": sorted({*previous.get("machines", [UNRECORDED_MACHINE] if "measured" in previous else []),
+                            machine}),
+        "measured": {m: dict(sorted(v.items())) for m, v in sorted(largest.items())},
+        "bands": {m: {x: factor * v for x, v in sorted(metrics.items()) if v > 0}
+                  for m, metrics in sorted(largest.items()) if any(v > 0 for v in metrics.values())},
+    }  # fmt: skip
+
+
 _SHOWN = 50  # rows per table before "... and N more"
 
 
