@@ -37,7 +37,7 @@ import fsas_bench
 from fsas_bench.backbones.registry import default_pretrained
 from fsas_bench.data.registry import cache_dir
 from fsas_bench.errors import UserError
-from fsas_bench.evaluation import EvalFrame
+from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.hashing import sha256_file, sha256_json
 from fsas_bench.runner.leaderboard import METRICS
 from fsas_bench.runner.provenance import provenance
