@@ -25,11 +25,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from fsas_bench.files import atomic_write  # noqa: E402
+from fsas_bench.files import atomic_write, atomic_write_text  # noqa: E402
 from fsas_bench.metrics import AUPRO_FPR_LIMIT  # noqa: E402
 from fsas_bench.runner.leaderboard import METRICS, aggregate, load_results  # noqa: E402
 from fsas_bench.runner.pictures import category_dir  # noqa: E402
-from fsas_bench.runner.results import atomic_write_text  # noqa: E402
 
 ASSETS = "report_assets"
 COLORMAP = "jet"

@@ -21,7 +21,7 @@ from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_l
 from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.files import check_writable_dir
+from fsas_bench.files import atomic_write_text, check_writable_dir
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import get_method, list_methods
 from fsas_bench.methods.base import FewShotMethod, with_overrides
@@ -35,7 +35,7 @@ from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
 from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
-from fsas_bench.runner.results import ResultStore, atomic_write_text
+from fsas_bench.runner.results import ResultStore
 from fsas_bench.runner.tasks import CellOutcome
 from fsas_bench.runner.training import ReferenceFits, TrainJob
 
