@@ -17,7 +17,7 @@ import torch
 
 from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
 from fsas_bench.data.formats import verify_samples
-from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples
+from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples, write_manifest
 from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
@@ -244,7 +244,7 @@ class Sweep:
             path = child_path(self.spec.out, "configs", f"{config.sha256()}.json")
             atomic_write_text(path, canonical_json({"method": name, **config.to_dict()}) + "\n")
         for (name, k, seed), manifest in self.manifests.items():
-            atomic_write_text(child_path(self.spec.out, "manifests", name, f"k{k}_seed{seed}.txt"), manifest.text())
+            write_manifest(manifest, child_path(self.spec.out, "manifests", name, f"k{k}_seed{seed}.txt"))
 
 
 def _trainings(cells: list[Cell], cell_jobs: dict[Cell, TrainJob], job_ids: dict[Cell, str]) -> tuple[Training, ...]:
