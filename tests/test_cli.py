@@ -35,6 +35,7 @@ def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_results_schema_and_values(embedded_run):
     frame = pd.read_csv(embedded_run / "results.csv", dtype=str, keep_default_na=False)
     assert list(frame.columns) == list(RESULT_COLUMNS)
@@ -50,6 +51,7 @@ def test_results_schema_and_values(embedded_run):
     assert pixel_auroc >= 0.9, f"patchknn P-AUROC {pixel_auroc:.3f}: maps are not aligned with masks"
 
 
+@pytest.mark.slow
 def test_leaderboards(embedded_run):
     text = (embedded_run / "leaderboard.md").read_text()
     assert "## synthetic" in text
@@ -60,6 +62,7 @@ def test_leaderboards(embedded_run):
     assert set(board["n_seeds"]) == {3} and len(board) == 3 * 7
 
 
+@pytest.mark.slow
 def test_pretrained_none_runs_seeded_random_weights(tmp_path, embedded_run):
     out = tmp_path / "random"
     cell = ["--categories", "tile", "--shots", "1", "--seeds", "0"]
@@ -79,6 +82,7 @@ def test_identical_reruns_and_batch_size_invariance(tmp_path):
     assert outs[0] == outs[1] == outs[2]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_csv(tmp_path):
     reference = tmp_path / "reference"
     assert main(["run", "--methods", "patchknn", *SUBSET, "--out", str(reference)]) == 0
@@ -160,6 +164,7 @@ def test_corrupt_image_and_mask_mismatch_in_a_data_root(tmp_path, capsys):
     assert "unreadable image" in capsys.readouterr().err and not (tmp_path / "o2").exists()
 
 
+@pytest.mark.slow
 def test_report_and_list(embedded_run, capsys):
     (embedded_run / "leaderboard.md").unlink()
     assert main(["report", str(embedded_run)]) == 0 and (embedded_run / "leaderboard.md").is_file()
@@ -169,6 +174,7 @@ def test_report_and_list(embedded_run, capsys):
     assert main(["report", str(embedded_run / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_zero_shot_runs_for_methods_that_support_it_and_is_skipped_for_others(tmp_path):
     out = tmp_path / "zs"
     assert main(["run", "--methods", "patchknn,winclip", "--categories", "capsule", "--shots", "0,1",
@@ -184,6 +190,7 @@ def test_zero_shot_runs_for_methods_that_support_it_and_is_skipped_for_others(tm
     assert "Cells not run: patchknn k=0: patchknn does not support zero-shot" in text
 
 
+@pytest.mark.slow
 def test_fixed_shot_lists_replace_seeded_draws(tmp_path, embedded_run):
     from fsas_bench.data.registry import load_dataset
 
@@ -249,6 +256,7 @@ def _interrupt_line(stderr: str) -> str:
     return stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_cells(tmp_path):
     """A real SIGINT while cells run: exit 130, one line saying how far it got, finished cells kept."""
     out = tmp_path / "interrupted"
@@ -268,6 +276,7 @@ def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_cells(tmp_path):
     assert 3 <= done <= len(kept) < 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "hook"), [("patchknn", "predict_step"), ("inctrl", "training_step")])
 def test_ctrl_c_inside_lightning_is_not_exit_1(tmp_path, capsys, monkeypatch, method, hook):
     """Lightning catches KeyboardInterrupt in predict/fit and calls sys.exit(1): the CLI still says what happened

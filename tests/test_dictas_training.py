@@ -225,6 +225,7 @@ def test_activation_swap_leaves_the_shared_backbone_untouched(tiny_backbone, ima
     assert method.cache is swapped_cache
 
 
+@pytest.mark.slow
 def test_end_to_end_sweep_trains_once_and_writes_rows(tmp_path, monkeypatch):
     tiny = DictASConfig(epochs=1, vgen_freeze="epoch:1", batch_size=24, work_size=128, paste_size=128,
                         data_workers=0, blocks=(2, 5), scales=(1,))  # fmt: skip
