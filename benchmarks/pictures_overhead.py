@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.evaluation import EvalFrame
 from fsas_bench.metrics import GroundTruthRegions
+from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.runner.grid import Cell
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES, save_pictures
 

@@ -30,11 +30,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from fsas_bench.files import atomic_write_text
 from fsas_bench.runner.regress import (
     EMULATED_ENVIRONMENTS, KEY, Selection, SnapshotConfig, emulated_environment, fits_dir, merged_environment,
     read_tidy, sidecar_path, sweep_spec, this_machine,
 )  # fmt: skip
-from fsas_bench.runner.results import atomic_write_text
 from fsas_bench.runner.sweep import Sweep
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "baselines" / "regression" / "embedded.csv"

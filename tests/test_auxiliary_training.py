@@ -61,6 +61,7 @@ def toy_method():
     del _REGISTRY["toy-aux"]
 
 
+@pytest.mark.slow
 def test_one_checkpoint_per_seed_reused_across_categories_and_shots(tmp_path, toy_method):
     spec = SweepSpec(out=tmp_path, methods=(toy_method,), categories=("tile", "fabric"), shots=(1, 2), seeds=(0, 1))
     Sweep(spec).run()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fsas_bench.backbones import FeatureCache, load_backbone
-from fsas_bench.backbones.clip import RANDOM_WEIGHTS_LABEL, sliding_windows
+from fsas_bench.backbones.clip import RANDOM_WEIGHTS_LABEL, parse_feature, sliding_windows
 from fsas_bench.errors import UserError
 
 
@@ -124,3 +124,25 @@ def test_prefetch_encodes_every_method_feature_on_the_first_miss(tiny_backbone):
     assert first[0].keys() == {"block1", "window2", "embedding"}
     cache.features(["a", "b"], ("block1", "window2"), lambda i: pytest.fail("re-encoded a prefetched image"))
     assert cache.stats.forwards == 2 and cache.stats.hits == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [("block0", ("block", 0)), ("block11", ("block", 11)), ("released_tap3", ("released_tap", 3)),
+     ("window2", ("window", 2)), ("embedding", ("embedding", None)), ("final_tokens", ("final_tokens", None)),
+     ("vv_tokens", ("vv_tokens", None))],
+)  # fmt: skip
+def test_feature_vocabulary_parses_every_known_name(name, parsed):
+    assert parse_feature(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["vv_token", "embeddings", "block", "block03", "block-1", "block1a", "tap1", ""])
+def test_unknown_feature_names_are_errors_not_silently_skipped(tiny_backbone, name):
+    with pytest.raises(ValueError, match=f"unknown backbone feature '{name}'.*block<i>"):
+        parse_feature(name)
+    with pytest.raises(ValueError, match="unknown backbone feature"):
+        tiny_backbone.check_features(["block1", name])
+    cache = FeatureCache(tiny_backbone)  # once silently skipped, then re-encoded on every call
+    with pytest.raises(ValueError, match="unknown backbone feature"):
+        cache.features(["a"], ("block1", name), lambda i: torch.randn(3, 224, 224))
+    assert cache.stats.encode_seconds == 0 and not cache._memory

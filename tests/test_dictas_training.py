@@ -21,6 +21,7 @@ from fsas_bench.methods.dictas import lightning_module as dictas_module
 from fsas_bench.methods.dictas.activation import cache_with_activation, model_activation, swap_activation
 from fsas_bench.methods.dictas.lightning_module import quarter_taps
 from fsas_bench.methods.dictas.validation import target_validation_ap
+from fsas_bench.metrics.category import score_maps
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 from tests.helpers import split_batch
 
@@ -94,13 +95,13 @@ def test_official_trigger_restores_the_best_weights_and_flags_leakage(tiny_backb
     assert config.flags().endswith("target_leakage=True")
     torch.manual_seed(0)
     method = DictAS(config, FeatureCache(tiny_backbone))
-    ap = target_validation_ap(method.eval(), target)
+    ap = target_validation_ap(method.eval(), target, score_maps)
     assert 0 < ap < 1
     scores = iter([0.5, 0.6, 0.4])
     snapshots = []
 
-    def fake_ap(m, t):
-        assert t is target
+    def fake_ap(m, t, score):
+        assert t is target and score is score_maps
         snapshots.append({k: v.clone() for k, v in m.head.state_dict().items()})
         return next(scores)
 
@@ -112,6 +113,9 @@ def test_official_trigger_restores_the_best_weights_and_flags_leakage(tiny_backb
         method.phase2 = True
 
     monkeypatch.setattr(method, "freeze_value_generator", record_restore)
+    with pytest.raises(RuntimeError, match="map_scorer"):
+        method.fit_auxiliary(auxiliary, target, 0)
+    method.map_scorer = score_maps
     method.fit_auxiliary(auxiliary, target, 0)
     assert len(snapshots) == 3 and len(restored) == 1  # epoch 3 is worse than epoch 2: restore epoch 2, freeze
     assert all(torch.equal(restored[0][k], snapshots[1][k]) for k in restored[0])
@@ -221,6 +225,7 @@ def test_activation_swap_leaves_the_shared_backbone_untouched(tiny_backbone, ima
     assert method.cache is swapped_cache
 
 
+@pytest.mark.slow
 def test_end_to_end_sweep_trains_once_and_writes_rows(tmp_path, monkeypatch):
     tiny = DictASConfig(epochs=1, vgen_freeze="epoch:1", batch_size=24, work_size=128, paste_size=128,
                         data_workers=0, blocks=(2, 5), scales=(1,))  # fmt: skip

@@ -21,7 +21,7 @@ from fsas_bench.cli import main
 from fsas_bench.data.manifests import support_samples
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_file
-from fsas_bench.evaluation import EvalFrame
+from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.runner.leaderboard import write_leaderboards
 from fsas_bench.runner.plan import SweepPlan
 from fsas_bench.runner.results import ResultStore

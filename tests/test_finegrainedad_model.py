@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fsas_bench.backbones.vv_attention import DualPathVisual
 from fsas_bench.data.synthetic import CATEGORIES
 from fsas_bench.methods.finegrainedad.captions import (
     CaptionSchemaError, load_caption_file, template_record, validate_record, vocabularies,
@@ -23,7 +24,6 @@ from fsas_bench.methods.finegrainedad.prompts import build_families, render
 from fsas_bench.methods.finegrainedad.regions import dpc_knn, effective_k, region_weights
 from fsas_bench.methods.finegrainedad.text_encoder import encode_embedded_prompts, token_embeddings, tokenize
 from fsas_bench.methods.finegrainedad.torch_model import QueryFormer, harmonic, text_anomaly
-from fsas_bench.methods.finegrainedad.vv_attention import DualPathVisual
 
 MVTEC = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
          "toothbrush", "transistor", "wood", "zipper")  # fmt: skip

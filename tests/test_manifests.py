@@ -1,9 +1,8 @@
-"""Shot manifests: seeded draws, file format and hash, validation, importers and the registry."""
+"""Shot manifests: seeded draws, file format and hash, validation and importers."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,11 @@ from fsas_bench.data.formats import load_mvtec_tree
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import (
     _first_counters,
-    check_registry,
     draw_manifest,
     import_dictas,
     import_promptad,
     manifest_path,
     read_manifest,
-    register_manifest,
     shot_manifest_sha,
     support_samples,
     validate_manifest,
@@ -306,33 +303,3 @@ def test_dictas_counters_reproduce_the_mvtec_first_ids() -> None:
     assert list(_first_counters(mvtec).values()) == [
         0, 292, 666, 1017, 1414, 1756, 2257, 2626, 2961, 3395, 3875, 4222, 4324, 4637, 4963
     ]
-
-
-def test_registry_accepts_registered_and_rejects_changed_manifests(index: DatasetIndex, tmp_path: Path) -> None:
-    shots = tmp_path / "benchmarks" / "shots"
-    registry = shots / "registry.json"
-    manifest = draw_manifest(index, 1, 0)
-    path = manifest_path(shots, manifest)
-    write_manifest(manifest, path)
-    assert register_manifest(path, registry) == manifest.sha
-    assert json.loads(registry.read_text()) == {"toy/seeded/v1/k1_seed0.txt": manifest.sha}
-    assert check_registry(path, registry) == manifest.sha
-    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))  # line endings do not change the hash
-    assert check_registry(path, registry) == manifest.sha
-    path.write_text(path.read_text().replace("# version: 1", "# version: 2"))
-    for check in (check_registry, register_manifest):
-        with pytest.raises(UserError, match="differs from its registered SHA-256 .*new manifest version") as error:
-            check(path, registry)
-        one_line(error)
-
-
-def test_registry_ignores_unlisted_manifests(index: DatasetIndex, tmp_path: Path) -> None:
-    registry = tmp_path / "shots" / "registry.json"
-    registry.parent.mkdir()
-    registry.write_text("{}")
-    outside = tmp_path / "mine.txt"
-    sha = write_manifest(draw_manifest(index, 1, 0), outside)
-    assert check_registry(outside, registry) == sha
-    with pytest.raises(UserError, match="is outside .*write it under the registry's folder") as error:
-        register_manifest(outside, registry)
-    one_line(error)

@@ -15,13 +15,13 @@ from PIL import Image
 from torchvision import transforms
 
 from fsas_bench.backbones import DEFAULT_PREPROCESS, FeatureCache, Preprocess
+from fsas_bench.backbones.vv_attention import vv_patch_tokens
 from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
 from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
-from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
 from fsas_bench.methods.inctrl.lightning_module import InCTRLConfig
 from fsas_bench.methods.ops import uncrop_maps
 

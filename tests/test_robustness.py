@@ -37,7 +37,7 @@ def test_feature_cache_that_cannot_be_written_is_refused_before_any_work(tmp_pat
 
 
 def test_full_disk_while_writing_a_result_is_one_line(tmp_path, monkeypatch):
-    from fsas_bench.runner.results import atomic_write_text
+    from fsas_bench.files import atomic_write_text
 
     monkeypatch.setattr(os, "replace", _no_space)
     target = tmp_path / "out" / "results.csv"

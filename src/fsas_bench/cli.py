@@ -287,7 +287,7 @@ def _sweep_spec(args: argparse.Namespace) -> SweepSpec:
     """The sweep of the ``run``/``plan`` options (cheap checks first, then the heavy imports)."""
     checked = _check_run_args(args)
     from fsas_bench.backbones.registry import default_pretrained
-    from fsas_bench.evaluation import EvalFrame
+    from fsas_bench.metrics.frame import EvalFrame
     from fsas_bench.runner.sweep import SweepSpec
 
     return SweepSpec(

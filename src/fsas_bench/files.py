@@ -1,7 +1,9 @@
 """Atomic file writes and writability checks shared by every layer that writes output.
 
-A write goes to a temp file in the target's folder and is moved into place with ``os.replace``, so a reader
-never sees half a file; any OSError (a full disk above all) becomes a one-line :class:`UserError`.
+A write goes to a uniquely named temp file in the target's folder and is moved into place with ``os.replace``,
+so a reader never sees half a file and concurrent writers never share a temp file; the temp file is removed
+when the write fails. Any OSError (a full disk above all) becomes a one-line :class:`UserError`. Every output
+file is written through this module (folders that are published whole are swapped in by their writers).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
             Path(tmp).unlink(missing_ok=True)
     except OSError as exc:
         raise UserError(write_error(path, exc, what)) from exc
+
+
+def atomic_write_bytes(path: Path, data: bytes, what: str = "output file") -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), what)
+
+
+def atomic_write_text(path: Path, text: str, what: str = "output file") -> None:
+    """Write ``text`` to ``path`` atomically as UTF-8, line endings untouched (see :func:`atomic_write`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
 def umask() -> int:

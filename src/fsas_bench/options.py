@@ -9,7 +9,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.numbers import strict_int
 
 MASK_RESIZE_RULES = ("nearest", "bilinear>0.5", "area>0.5", "area>0")
-"""How masks are resized to an N × N evaluation frame (see :class:`fsas_bench.evaluation.EvalFrame`)."""
+"""How masks are resized to an N × N evaluation frame (see :class:`fsas_bench.metrics.frame.EvalFrame`)."""
 
 
 def parse_eval_size(eval_size: str, mask_resize: str) -> tuple[int | None, str]:

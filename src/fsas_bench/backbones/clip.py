@@ -31,6 +31,7 @@ from fsas_bench.backbones.registry import (
     shipped_tags,
     shipped_weights,
 )
+from fsas_bench.backbones.vv_attention import vv_patch_tokens
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_file
 
@@ -91,6 +92,28 @@ class Preprocess:
 
 
 DEFAULT_PREPROCESS = Preprocess()
+
+PLAIN_FEATURES = ("embedding", "final_tokens", "vv_tokens")
+"""The backbone's feature names without an index (defined in :meth:`ClipBackbone.encode`)."""
+INDEXED_FEATURES = ("block", "released_tap", "window")
+"""Feature kinds named ``<kind><i>``: a 0-based block index ``i`` (``block``, ``released_tap``) or a window side."""
+
+
+def parse_feature(name: str) -> tuple[str, int | None]:
+    """A feature name's kind and index: ``block3`` → ``("block", 3)``, ``embedding`` → ``("embedding", None)``.
+
+    Raises:
+        ValueError: for a name outside the vocabulary (indices are written canonically: ``block3``, never
+            ``block03``), naming the vocabulary.
+    """
+    if name in PLAIN_FEATURES:
+        return name, None
+    for kind in INDEXED_FEATURES:
+        index = name.removeprefix(kind)
+        if index != name and index.isascii() and index.isdigit() and str(int(index)) == index:
+            return kind, int(index)
+    known = ", ".join([*PLAIN_FEATURES, *(f"{kind}<i>" for kind in INDEXED_FEATURES)])
+    raise ValueError(f"unknown backbone feature '{name}': the backbone's features are {known}")
 
 
 def sliding_windows(grid: tuple[int, int], scale: int) -> Tensor:
@@ -203,9 +226,10 @@ class ClipBackbone(nn.Module):
           encoded alone: CLS + its tokens (after positional embedding) through ``ln_pre``, the transformer,
           ``ln_post`` and ``proj`` (WinCLIP).
         """
+        features = [parse_feature(n) for n in names]
         images = images.to(self.mean.device)
-        blocks = sorted({int(n.removeprefix("block")) for n in names if n.startswith("block")})
-        released = sorted({int(n.removeprefix("released_tap")) for n in names if n.startswith("released_tap")})
+        blocks = sorted({i for kind, i in features if kind == "block"})
+        released = sorted({i for kind, i in features if kind == "released_tap"})
         self._check_blocks(blocks + released)
         last = self.depth - 1
         taps = sorted(set(blocks) | set(released) | {last})  # the last block is always run; tapping it is free
@@ -222,12 +246,10 @@ class ClipBackbone(nn.Module):
         if "final_tokens" in names:
             result["final_tokens"] = self.model.visual.ln_post(tapped[last])
         if "vv_tokens" in names:
-            from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens  # lazy: methods import us
-
             result["vv_tokens"] = vv_patch_tokens(self.model.visual, images)
-        for name in names:
-            if name.startswith("window"):
-                result[name] = self._encode_windows(images, sliding_windows(self.grid, int(name.removeprefix("window"))))
+        for name, (kind, scale) in zip(names, features):
+            if kind == "window":
+                result[name] = self._encode_windows(images, sliding_windows(self.grid, scale))
         return result
 
     def _released_tap(self, block: int, cls: Tensor, tokens: Tensor) -> Tensor:
@@ -268,9 +290,10 @@ class ClipBackbone(nn.Module):
         return self._text_cache[key]
 
     def check_features(self, names: Sequence[str]) -> None:
-        """UserError when a feature name taps a block the backbone does not have (checked before a sweep)."""
-        self._check_blocks([int(n.removeprefix(p)) for n in names for p in ("block", "released_tap")
-                            if n.startswith(p) and n.removeprefix(p).isdigit()])  # fmt: skip
+        """UserError when a feature name taps a block the backbone does not have (checked before a sweep);
+        ValueError for a name outside the vocabulary (:func:`parse_feature`)."""
+        features = [parse_feature(n) for n in names]
+        self._check_blocks([i for kind, i in features if kind in ("block", "released_tap")])
 
     def _check_blocks(self, blocks: Sequence[int]) -> None:
         bad = [b for b in blocks if not 0 <= b < self.depth]

@@ -45,14 +45,13 @@ class SampleDataset(Dataset):
 
 
 class FSASDataModule(L.LightningDataModule):
-    """Support, query and (optional) auxiliary-training loaders for one evaluation cell.
+    """Support and query loaders for one evaluation cell.
 
     Args:
         query: the test split of the category (evaluation order = this order).
         support: the k normal references from the shot manifest (may be empty for zero-shot methods).
         batch_size: query batch size; it never changes any number.
         num_workers: DataLoader workers.
-        train: auxiliary training samples for methods with ``fit_scope = auxiliary``.
     """
 
     def __init__(
@@ -61,22 +60,15 @@ class FSASDataModule(L.LightningDataModule):
         support: Sequence[Sample],
         batch_size: int = 8,
         num_workers: int = 0,
-        train: Sequence[Sample] = (),
     ) -> None:
         super().__init__()
         self.query = list(query)
         self.support = list(support)
-        self.train = list(train)
         self.batch_size = batch_size
         self.num_workers = num_workers
 
-    def _loader(self, samples: Sequence[Sample], shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            SampleDataset(samples),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-        )
+    def _loader(self, samples: Sequence[Sample]) -> DataLoader:
+        return DataLoader(SampleDataset(samples), batch_size=self.batch_size, num_workers=self.num_workers)
 
     def support_dataloader(self) -> DataLoader:
         """The k references, in manifest order."""
@@ -85,7 +77,3 @@ class FSASDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The query (test) images, in index order."""
         return self._loader(self.query)
-
-    def train_dataloader(self) -> DataLoader:
-        """Auxiliary training images (shuffled by the Trainer's seeded RNG)."""
-        return self._loader(self.train, shuffle=True)

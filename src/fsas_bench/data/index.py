@@ -18,7 +18,6 @@ class DatasetIndex:
         categories: category names in the dataset's canonical order.
         samples: every sample of every category and split.
         has_masks: whether pixel ground truth exists (pixel and region metrics are computed).
-        has_normal_test: whether the test split contains normal images (image metrics are defined).
     """
 
     name: str
@@ -26,7 +25,6 @@ class DatasetIndex:
     categories: tuple[str, ...]
     samples: tuple[Sample, ...] = field(repr=False)
     has_masks: bool = True
-    has_normal_test: bool = True
 
     def split(self, category: str, split: str) -> list[Sample]:
         """Samples of one category and split, in index order."""

@@ -9,7 +9,6 @@ DictAS (``fix_<k>-shot.txt``) and PromptAD/WinCLIP (``selected_samples_per_run.t
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zlib
 from collections import Counter
@@ -22,7 +21,7 @@ import numpy as np
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.files import atomic_write
+from fsas_bench.files import atomic_write_bytes
 from fsas_bench.numbers import MAX_SEED, strict_int
 
 HEADER_KEYS = ("manifest", "version", "dataset", "k", "seed", "source", "index_interpretation")
@@ -127,7 +126,7 @@ def shot_manifest_sha(data: bytes) -> str:
 def write_manifest(manifest: ShotManifest, path: str | Path) -> str:
     """Write the manifest atomically (temporary file, then rename) and return its SHA-256."""
     data = manifest.text().encode("utf-8")
-    _write_atomically(Path(path), data, "shot manifest")
+    atomic_write_bytes(Path(path), data, "shot manifest")
     return shot_manifest_sha(data)
 
 
@@ -310,38 +309,6 @@ def import_shot_list(path: str | Path, index: DatasetIndex, shots: Sequence[int]
     return [manifest]
 
 
-def check_registry(path: str | Path, registry: str | Path) -> str:
-    """Return the manifest's SHA-256; UserError when the registry lists the file with a different hash.
-
-    ``registry`` is a JSON object mapping paths relative to its own folder (``benchmarks/shots``) to SHA-256
-    values; manifests the registry does not list (e.g. a user's own) pass.
-    """
-    path, registry = Path(path), Path(registry)
-    sha = _file_sha(path)
-    registered = _load_registry(registry).get(_registry_key(path, registry))
-    if registered is not None and registered != sha:
-        raise UserError(
-            f"shot manifest '{path}' differs from its registered SHA-256 ({sha[:12]}… vs {registered[:12]}…): "
-            "restore the committed file; changes need a new manifest version"
-        )
-    return sha
-
-
-def register_manifest(path: str | Path, registry: str | Path) -> str:
-    """Add a manifest under the registry's folder to the registry (written atomically); return its SHA-256.
-
-    Registered manifests are immutable: registering a changed file under the same path is a UserError.
-    """
-    path, registry = Path(path), Path(registry)
-    key = _registry_key(path, registry)
-    if key is None:
-        raise UserError(f"shot manifest '{path}' is outside '{registry.parent}': write it under the registry's folder")
-    sha = check_registry(path, registry)
-    entries = _load_registry(registry) | {key: sha}
-    _write_atomically(registry, (json.dumps(entries, indent=2, sort_keys=True) + "\n").encode(), "shot registry")
-    return sha
-
-
 def _manifest_from_header(header: dict[str, str], entries: tuple[tuple[str, str], ...], path: Path) -> ShotManifest:
     missing = [key for key in HEADER_KEYS if key not in header]
     if missing:
@@ -424,33 +391,3 @@ def _read_lines(path: Path) -> list[str]:
         raise UserError(f"shot list '{path}' not found: check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read shot list '{path}' ({exc}): check the file") from exc
-
-
-def _file_sha(path: Path) -> str:
-    try:
-        return shot_manifest_sha(path.read_bytes())
-    except OSError as exc:
-        raise UserError(f"cannot read shot manifest '{path}' ({exc}): check the path") from exc
-
-
-def _load_registry(registry: Path) -> dict[str, str]:
-    if not registry.exists():
-        return {}
-    try:
-        entries = json.loads(registry.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise UserError(f"cannot read shot registry '{registry}' ({reason}): restore the committed file") from None
-    if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
-        raise UserError(f"shot registry '{registry}' must map manifest paths to SHA-256 strings: restore it")
-    return entries
-
-
-def _registry_key(path: Path, registry: Path) -> str | None:
-    """``path`` relative to the registry's folder, or None when outside it."""
-    manifest, folder = path.resolve(), registry.resolve().parent
-    return manifest.relative_to(folder).as_posix() if manifest.is_relative_to(folder) else None
-
-
-def _write_atomically(path: Path, data: bytes, what: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), what)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -20,6 +20,7 @@ from torch import Tensor
 from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
+from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
 from fsas_bench.numbers import MAX_SEED
@@ -150,6 +151,11 @@ def _parse_like(default: Any, text: str, name: str) -> Any:
         raise UserError(f"--set {name}={text}: cannot read '{text}' as {type(default).__name__}") from None
 
 
+MapScorer = Callable[[Sequence[Sample], Tensor, str], Mapping[str, float]]
+"""Pixel metrics of maps against ground truth: (query samples, (N, S, S) maps, mask-resize rule) → metric name →
+value. Methods never import the metric layer: the runner hands this to the ones that validate during training."""
+
+
 @dataclass
 class MethodOutput:
     """What a method returns for a query batch.
@@ -206,6 +212,8 @@ class FewShotMethod(L.LightningModule, ABC):
         """Receives a :class:`PhaseUpdate` after every training step (set by the runner with :attr:`phase`)."""
         self.phase = ""
         """What the training in progress is, e.g. ``training dictas on synthetic-aux, seed 0`` (set by the runner)."""
+        self.map_scorer: MapScorer | None = None
+        """Scores maps against ground truth for validation during training (set by the runner before a fit)."""
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Lightning hook: report the step just done (epoch e/E, step s/S) to :attr:`report_phase`."""

@@ -7,13 +7,16 @@ torchmetrics ``Metric``; :mod:`fsas_bench.metrics.functional` holds the pure fun
 from fsas_bench.metrics.classes import AnomalyMetrics
 from fsas_bench.metrics.evaluate import MetricResults, evaluate
 from fsas_bench.metrics.functional import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.metrics.inputs import AUPRO_FPR_LIMIT, REGION_CONNECTIVITY
 from fsas_bench.metrics.legacy import LEGACY_AUPRO
 from fsas_bench.metrics.regions import GroundTruthRegions
 
 __all__ = [
+    "AUPRO_FPR_LIMIT",
     "IMAGE_METRICS",
     "LEGACY_AUPRO",
     "PIXEL_METRICS",
+    "REGION_CONNECTIVITY",
     "REGION_METRICS",
     "AnomalyMetrics",
     "GroundTruthRegions",

@@ -11,6 +11,8 @@ from torchmetrics.utilities import dim_zero_cat
 
 from fsas_bench.metrics.evaluate import MetricResults, evaluate
 from fsas_bench.metrics.inputs import (
+    AUPRO_FPR_LIMIT,
+    REGION_CONNECTIVITY,
     as_tensor,
     binarise,
     check_connectivity,
@@ -46,7 +48,13 @@ class AnomalyMetrics(Metric):
     anomaly_maps: list[Tensor] | Tensor
     masks: list[Tensor] | Tensor
 
-    def __init__(self, fpr_limit: float = 0.3, connectivity: int = 8, legacy_aupro: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        fpr_limit: float = AUPRO_FPR_LIMIT,
+        connectivity: int = REGION_CONNECTIVITY,
+        legacy_aupro: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         check_fpr_limit(fpr_limit)
         check_connectivity(connectivity)

@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 from fsas_bench.metrics.functional import image_metrics, pixel_metrics
-from fsas_bench.metrics.inputs import as_tensor, check_image_inputs, check_pixel_inputs
+from fsas_bench.metrics.inputs import AUPRO_FPR_LIMIT, as_tensor, check_image_inputs, check_pixel_inputs
 from fsas_bench.metrics.legacy import LEGACY_AUPRO
 from fsas_bench.metrics.regions import GroundTruthRegions
 
@@ -42,7 +42,7 @@ def evaluate(
     image_labels: Any,
     anomaly_maps: Any = None,
     masks: Any = None,
-    fpr_limit: float = 0.3,
+    fpr_limit: float = AUPRO_FPR_LIMIT,
     regions: GroundTruthRegions | None = None,
     legacy_aupro: bool = False,
 ) -> MetricResults:

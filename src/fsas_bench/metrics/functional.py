@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from fsas_bench.metrics.inputs import check_fpr_limit
+from fsas_bench.metrics.inputs import AUPRO_FPR_LIMIT, check_fpr_limit
 from fsas_bench.metrics.legacy import LEGACY_AUPRO, aupro_legacy
 from fsas_bench.metrics.ranking import RankedScores, counts_above, distinct_positive_scores, partial_area, rank_scores
 from fsas_bench.metrics.regions import GroundTruthRegions
@@ -41,7 +41,7 @@ def image_metrics(scores: Tensor, labels: Tensor) -> tuple[Values, Reasons]:
 
 
 def pixel_metrics(
-    maps: Tensor, regions: GroundTruthRegions, fpr_limit: float = 0.3, legacy_aupro: bool = False
+    maps: Tensor, regions: GroundTruthRegions, fpr_limit: float = AUPRO_FPR_LIMIT, legacy_aupro: bool = False
 ) -> tuple[Values, Reasons]:
     """P-AUROC, P-AP, P-F1max and AUPRO (plus AUPRO-legacy if asked) of (N, H, W) maps against the regions.
 

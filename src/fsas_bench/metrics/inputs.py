@@ -8,6 +8,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+AUPRO_FPR_LIMIT = 0.3
+"""The AUPRO integration limit L of the MVTec AD definition: the PRO curve is integrated over FPR ∈ [0, 0.3]."""
+
+REGION_CONNECTIVITY = 8
+"""Pixel connectivity of ground-truth defect regions in the MVTec AD definition (4 is an ablation only)."""
+
 
 def as_tensor(x: Any) -> Tensor:
     """A tensor view of a numpy array or sequence (no copy when possible); tensors pass through."""

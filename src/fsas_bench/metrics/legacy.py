@@ -12,12 +12,15 @@ import math
 
 import torch
 
+from fsas_bench.metrics.inputs import AUPRO_FPR_LIMIT
 from fsas_bench.metrics.ranking import RankedScores, counts_above, partial_area
 
 LEGACY_AUPRO = "AUPRO-legacy"
 
 
-def aupro_legacy(ranked: RankedScores, fpr_limit: float = 0.3, steps: int = 200) -> tuple[float, str | None]:
+def aupro_legacy(
+    ranked: RankedScores, fpr_limit: float = AUPRO_FPR_LIMIT, steps: int = 200
+) -> tuple[float, str | None]:
     """AUPRO-legacy of pixel scores ranked with PRO weights 1/(R·|r|); returns (value, None) or (NaN, reason).
 
     Thresholds t_j = s_min + j·δ, δ = (s_max − s_min)/steps, for j = 0, 1, … while t_j < s_max, computed in

@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from fsas_bench.metrics.inputs import binarise, check_connectivity
+from fsas_bench.metrics.inputs import REGION_CONNECTIVITY, binarise, check_connectivity
 
 _STRUCTURES = {8: np.ones((3, 3), dtype=bool), 4: ndimage.generate_binary_structure(2, 1)}
 
@@ -36,10 +36,10 @@ class GroundTruthRegions:
     defect_index: Tensor
     defect_region: Tensor
     sizes: Tensor
-    connectivity: int = 8
+    connectivity: int = REGION_CONNECTIVITY
 
     @classmethod
-    def from_masks(cls, masks: Any, connectivity: int = 8) -> GroundTruthRegions:
+    def from_masks(cls, masks: Any, connectivity: int = REGION_CONNECTIVITY) -> GroundTruthRegions:
         """Label the regions of (N, H, W) masks, numpy or torch of any dtype; a defect is a value > 0."""
         check_connectivity(connectivity)
         binary = binarise(masks).cpu().numpy()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from fsas_bench.backbones.registry import TINY_ARCH
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write
 from fsas_bench.pretrain.data import CaptionedPairs, TwinSampler
 from fsas_bench.pretrain.module import ClipPretrainer, build_tokenizer
 from fsas_bench.pretrain.pairs import render_pairs
@@ -105,6 +105,5 @@ def pretrain(config: PretrainConfig, progress: bool = True) -> Path:
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, object]) -> None:
     """Write the model's state dict as fp16 safetensors (atomically), with ``metadata`` as JSON strings."""
     tensors = {name: t.detach().to(torch.float16).contiguous() for name, t in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={key: json.dumps(value) for key, value in metadata.items()})
-    os.replace(tmp, path)
+    strings = {key: json.dumps(value) for key, value in metadata.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=strings), "weights")

@@ -25,10 +25,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from fsas_bench.files import atomic_write  # noqa: E402
+from fsas_bench.files import atomic_write, atomic_write_text  # noqa: E402
+from fsas_bench.metrics import AUPRO_FPR_LIMIT  # noqa: E402
 from fsas_bench.runner.leaderboard import METRICS, aggregate, load_results  # noqa: E402
 from fsas_bench.runner.pictures import category_dir  # noqa: E402
-from fsas_bench.runner.results import atomic_write_text  # noqa: E402
 
 ASSETS = "report_assets"
 COLORMAP = "jet"
@@ -200,7 +200,7 @@ def _jobs(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _fpr_limit(rows: pd.DataFrame) -> float:
     limits = [float(v) for v in rows["fpr_limit"] if str(v) not in ("", "nan")]
-    return limits[0] if limits else 0.3
+    return limits[0] if limits else AUPRO_FPR_LIMIT
 
 
 def _tile(image: np.ndarray, mask: np.ndarray, heat: np.ndarray | None) -> Image.Image:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write_text
 from fsas_bench.hashing import canonical_json
 from fsas_bench.names import child_path
-from fsas_bench.runner.results import atomic_write_text
 
 IDENTITY_FILE = "sweep.json"
 RUNS = "runs"

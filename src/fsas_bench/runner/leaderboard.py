@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write_text
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
 from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_published
-from fsas_bench.runner.results import RESULT_COLUMNS, atomic_write_text
+from fsas_bench.runner.results import RESULT_COLUMNS
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
 RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "eval_size",

@@ -38,11 +38,12 @@ import fsas_bench
 from fsas_bench.backbones.registry import default_pretrained
 from fsas_bench.data.registry import cache_dir
 from fsas_bench.errors import UserError
-from fsas_bench.evaluation import EvalFrame
+from fsas_bench.files import atomic_write_text
 from fsas_bench.hashing import sha256_file, sha256_json
+from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.runner.leaderboard import METRICS
 from fsas_bench.runner.provenance import provenance
-from fsas_bench.runner.results import RESULT_COLUMNS, atomic_write_text
+from fsas_bench.runner.results import RESULT_COLUMNS
 from fsas_bench.runner.sweep import SweepSpec
 from fsas_bench.runner.training import CHECKPOINTS, FITS_MANIFEST, ReferenceFits, recorded_losses
 

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from fsas_bench.files import atomic_write
+from fsas_bench.files import atomic_write_text
 from fsas_bench.names import child_path
 from fsas_bench.numbers import strict_int
 
@@ -44,16 +44,6 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return "NaN" if math.isnan(value) else repr(value)
     return "" if value is None else str(value)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`fsas_bench.files.atomic_write`)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-    atomic_write(path, write, "output file")
 
 
 def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:

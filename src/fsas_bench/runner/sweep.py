@@ -17,15 +17,16 @@ import torch
 
 from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
 from fsas_bench.data.formats import verify_samples
-from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples
+from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples, write_manifest
 from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.evaluation import EvalFrame
-from fsas_bench.files import check_writable_dir
+from fsas_bench.files import atomic_write_text, check_writable_dir
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import get_method, list_methods
 from fsas_bench.methods.base import FewShotMethod, with_overrides
+from fsas_bench.metrics import AUPRO_FPR_LIMIT
+from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.names import child_path
 from fsas_bench.options import check_device_name
 from fsas_bench.progress import PhaseReporter
@@ -34,8 +35,8 @@ from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
 from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
-from fsas_bench.runner.results import ResultStore, atomic_write_text
-from fsas_bench.runner.tasks import FPR_LIMIT, CellOutcome
+from fsas_bench.runner.results import ResultStore
+from fsas_bench.runner.tasks import CellOutcome
 from fsas_bench.runner.training import ReferenceFits, TrainJob
 
 PreflightReporter = Callable[[str, int, int], None]
@@ -144,7 +145,7 @@ class Sweep:
     @property
     def protocol(self) -> dict[str, object]:
         """What every run into one ``--out`` must share (see :mod:`fsas_bench.runner.identity`)."""
-        return {"backbone": self.backbone.identity, "frame": asdict(self.spec.frame), "fpr_limit": FPR_LIMIT}
+        return {"backbone": self.backbone.identity, "frame": asdict(self.spec.frame), "fpr_limit": AUPRO_FPR_LIMIT}
 
     def _manifests(self) -> dict[tuple[str, int, int | str], ShotManifest]:
         """(dataset, k, seed) → manifest: seeded draws, or the user's fixed lists (seed ``official``)."""
@@ -221,7 +222,7 @@ class Sweep:
             "backbone": self.backbone.identity,
             "manifest": self.manifests[(cell.dataset, cell.shot, cell.seed)].sha,
             "frame": self.spec.frame.__dict__,
-            "fpr_limit": FPR_LIMIT,
+            "fpr_limit": AUPRO_FPR_LIMIT,
         } | ({} if self.reference is None else {"reference_fits": self.reference.pins})
 
     def run(self, on_cell: CellReporter = lambda outcome: None,
@@ -243,7 +244,7 @@ class Sweep:
             path = child_path(self.spec.out, "configs", f"{config.sha256()}.json")
             atomic_write_text(path, canonical_json({"method": name, **config.to_dict()}) + "\n")
         for (name, k, seed), manifest in self.manifests.items():
-            atomic_write_text(child_path(self.spec.out, "manifests", name, f"k{k}_seed{seed}.txt"), manifest.text())
+            write_manifest(manifest, child_path(self.spec.out, "manifests", name, f"k{k}_seed{seed}.txt"))
 
 
 def _trainings(cells: list[Cell], cell_jobs: dict[Cell, TrainJob], job_ids: dict[Cell, str]) -> tuple[Training, ...]:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -30,7 +29,8 @@ from fsas_bench.data.manifests import support_samples
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import get_method
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
-from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, GroundTruthRegions, evaluate
+from fsas_bench.metrics import AUPRO_FPR_LIMIT, IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
+from fsas_bench.metrics.category import CategoryTruth, score_category, score_maps
 from fsas_bench.names import child_path
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 from fsas_bench.runner.grid import Cell, numeric_seed
@@ -43,7 +43,6 @@ from fsas_bench.runner.training import (
 )  # fmt: skip
 
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
-FPR_LIMIT = 0.3
 LOCKS = ".locks"
 QUIET = (".*does not have many workers.*", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 """Warnings Lightning gives on every quiet single-device run that no user can act on."""
@@ -140,7 +139,7 @@ def train(plan: SweepPlan, training: Training, on_phase: PhaseReporter = lambda 
         on_phase(PhaseUpdate(phase))
         L.seed_everything(job.seed, verbose=False)
         method = get_method(job.method)(plan.configs[(job.method, training.dataset)], worker.cache)
-        method.report_phase, method.phase = on_phase, phase
+        method.report_phase, method.phase, method.map_scorer = on_phase, phase, score_maps
         method.fit_auxiliary(plan.auxiliary_indexes[job.train_dataset], plan.indexes[training.dataset], job.shot or 0)
         digest = save_state(method.state_dict(), method.loss_history, path)
         on_phase(None)
@@ -182,7 +181,7 @@ class _UnitEvaluator:
         first_users = {t.users[0]: t.job for t in plan.trainings}
         self.train_seconds = {jid: trained[job].seconds for jid, job in first_users.items() if job in trained}
         """Training seconds spent in this run, attributed to the first cell (in plan order) using the checkpoint."""
-        self._ground_truth: tuple[np.ndarray, GroundTruthRegions | None] | None = None
+        self._truth: CategoryTruth | None = None
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         plan, jid = self.plan, self.plan.job_ids[cell]
@@ -247,19 +246,15 @@ class _UnitEvaluator:
         fit_encode_s = cache.stats.encode_seconds - before.encode_seconds
         outputs: list[MethodOutput] = quiet_trainer(spec.device).predict(method, dataloaders=data.predict_dataloader())
         inferred = time.perf_counter()
-        masks, regions = self._category_ground_truth()
-        height, width = masks.shape[1:]
+        truth = self._category_truth()
+        height, width = truth.masks.shape[1:]
         maps = torch.cat([spec.frame.maps(o.anomaly_maps, height, width) for o in outputs])
         scores = torch.cat([o.image_scores for o in outputs])
-        labels = np.array([s.label for s in self.query])
-        if self.index.has_masks:
-            result = evaluate(scores, labels, maps, masks, fpr_limit=FPR_LIMIT, regions=regions)
-        else:
-            result = evaluate(scores, labels, fpr_limit=FPR_LIMIT)
+        result = score_category(truth, scores, maps)
         done = time.perf_counter()
         # Pictures for `fsas-bench report --html`: the examples' maps and the cell's curves (no metric).
-        save_pictures(spec.out, spec.save_examples, cell, str(base["job_id"]), self.query, scores, labels, maps,
-                      masks, regions)  # fmt: skip
+        save_pictures(spec.out, spec.save_examples, cell, str(base["job_id"]), self.query, scores, truth.labels,
+                      maps, truth.masks, truth.regions)  # fmt: skip
         rows = []
         for metric in metric_names(self.index):
             value = float(result[metric])
@@ -281,14 +276,11 @@ class _UnitEvaluator:
         )
         return rows, dict(result)
 
-    def _category_ground_truth(self) -> tuple[np.ndarray, GroundTruthRegions | None]:
-        """Masks and AUPRO regions of the unit's test split in the evaluation frame (computed once)."""
-        if self._ground_truth is None:
-            frame = self.plan.spec.frame
-            masks = frame.masks(self.query)
-            regions = GroundTruthRegions.from_masks(masks, connectivity=frame.connectivity) if self.index.has_masks else None
-            self._ground_truth = (masks, regions)
-        return self._ground_truth
+    def _category_truth(self) -> CategoryTruth:
+        """The unit's test-split ground truth in the evaluation frame (computed once)."""
+        if self._truth is None:
+            self._truth = CategoryTruth.load(self.plan.spec.frame, self.query, self.index.has_masks)
+        return self._truth
 
     def _base_row(self, cell: Cell, jid: str, method_cls: type[FewShotMethod]) -> dict[str, object]:
         plan = self.plan
@@ -338,7 +330,7 @@ def metric_names(index: DatasetIndex) -> tuple[str, ...]:
 
 
 def _metric_fields(metric: str) -> dict[str, object]:
-    return {"level": LEVELS[metric], "metric": metric, "fpr_limit": FPR_LIMIT if metric == "AUPRO" else None}
+    return {"level": LEVELS[metric], "metric": metric, "fpr_limit": AUPRO_FPR_LIMIT if metric == "AUPRO" else None}
 
 
 def quiet_trainer(device: str) -> L.Trainer:

@@ -36,8 +36,8 @@ def is_image_file(path: Path) -> bool:
 def build_index(
     name: str, root: Path, categories: Iterable[str], samples: Iterable[Sample], *, has_masks: bool
 ) -> DatasetIndex:
-    """A `DatasetIndex`, with ``has_normal_test`` read off the samples; UserError when the dataset or a category
-    name cannot name a file (results, manifests and checkpoints are stored under these names)."""
+    """A `DatasetIndex`; UserError when the dataset or a category name cannot name a file (results, manifests
+    and checkpoints are stored under these names)."""
     samples = tuple(samples)
     categories = tuple(check_name(c, f"category of dataset '{name}'") for c in categories)
     return DatasetIndex(
@@ -46,5 +46,4 @@ def build_index(
         categories=categories,
         samples=samples,
         has_masks=has_masks,
-        has_normal_test=any(s.split == "test" and s.label == 0 for s in samples),
     )

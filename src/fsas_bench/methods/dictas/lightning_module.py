@@ -174,6 +174,8 @@ class DictAS(FewShotMethod):
         )  # fmt: skip
         self.train_text = torch.stack([text_prototypes(backbone, c) for c in categories])
         self.validation_target = target if config.target_leakage else None
+        if self.validation_target is not None and self.map_scorer is None:
+            raise RuntimeError("dictas vgen_freeze=val_trigger scores maps: set map_scorer first, as the runner does")
         self.phase2, self.history, self.best_ap, self.snapshot = False, [], -1.0, {}
         device = backbone.mean.device
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -254,6 +256,6 @@ class DictAS(FewShotMethod):
         was_training = self.training
         self.eval()
         try:
-            return target_validation_ap(self, self.validation_target)
+            return target_validation_ap(self, self.validation_target, self.map_scorer)
         finally:
             self.train(was_training)

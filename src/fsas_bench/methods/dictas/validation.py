@@ -1,7 +1,8 @@
 """The official g_V freeze trigger's validation (``vgen_freeze=val_trigger``, spec dictas.md §8.6).
 
 It reads the **target dataset's test split**: target-domain leakage, available in faithful mode only and
-flagged by the config's ``target_leakage``.
+flagged by the config's ``target_leakage``. The maps are scored by the :data:`~fsas_bench.methods.base.MapScorer`
+the runner hands over; the method computes no metric itself.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import draw_manifest, support_samples
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.evaluation import EvalFrame
+from fsas_bench.methods.base import MapScorer
 from fsas_bench.methods.dictas.torch_model import ReferenceDictionary, anomaly_grids, render_maps
-from fsas_bench.metrics.functional import pixel_metrics
-from fsas_bench.metrics.regions import GroundTruthRegions
 
 if TYPE_CHECKING:
     from fsas_bench.methods.dictas.lightning_module import DictAS
@@ -37,15 +36,15 @@ def _batch(samples: list[Sample]) -> dict[str, list[str]]:
 
 
 @torch.no_grad()
-def target_validation_ap(method: DictAS, target: DatasetIndex) -> float:
+def target_validation_ap(method: DictAS, target: DatasetIndex, score: MapScorer) -> float:
     """Mean per-category pixel AP on ``target``'s test split: 1-shot references (seeded draw, seed 0), the
-    training layers and scales, unsmoothed maps at the output size, masks resized bilinearly then > 0.5."""
+    training layers and scales, unsmoothed maps at the output size, masks resized bilinearly then > 0.5
+    (``score`` computes the AP)."""
     if not target.has_masks:
         raise UserError(f"dictas vgen_freeze=val_trigger needs pixel masks, and '{target.name}' has none")
     manifest = draw_manifest(target, 1, 0)
     names = [f"block{b}" for b in method.blocks]
     size = method.output_size
-    frame = EvalFrame(size=size, mask_resize="bilinear>0.5")
     aps = []
     for category in VALIDATION_CATEGORIES.get(target.name, target.categories):
         refs = method.features(_batch(support_samples(manifest, target, category)), names)
@@ -58,6 +57,5 @@ def target_validation_ap(method: DictAS, target: DatasetIndex) -> float:
             tokens = {b: torch.stack([f[f"block{b}"] for f in feats]).to(method.device) for b in method.blocks}
             grids = anomaly_grids(method.head, tokens, dictionary, method.config.scales)
             maps.append(render_maps(grids, size, 0.0).cpu())  # unsmoothed
-        regions = GroundTruthRegions.from_masks(frame.masks(query))
-        aps.append(pixel_metrics(torch.cat(maps), regions)[0]["P-AP"])
+        aps.append(score(query, torch.cat(maps), "bilinear>0.5")["P-AP"])
     return float(sum(aps) / len(aps))

@@ -12,8 +12,8 @@ from PIL import Image
 from torch import Tensor
 
 from fsas_bench.backbones import DEFAULT_PREPROCESS, ClipBackbone, Preprocess
+from fsas_bench.backbones.vv_attention import vv_patch_tokens
 from fsas_bench.data.formats import read_image_rgb
-from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
 
 _CACHE: OrderedDict[tuple[str, str, int], Tensor] = OrderedDict()
 CACHE_ENTRIES = 64

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
+from fsas_bench.files import atomic_write_text
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
@@ -247,7 +248,6 @@ class FineGrainedAD(FewShotMethod):
     def _log_prompts(self, category: str, record: CaptionRecord, families: list, shots: int) -> None:
         if self.artifact_dir is None:
             return
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
         payload = {
             "method": self.name, "category": category, "shot": shots, "train_seed": self.train_seed,
             "mfsc_levels": self.config.mfsc_levels, "caption_provenance": record.provenance,
@@ -256,7 +256,7 @@ class FineGrainedAD(FewShotMethod):
         }  # fmt: skip
         name = f"{category}-k{shots}-seed{self.train_seed}-{self.config.sha256()[:8]}.json"
         path = child_path(self.artifact_dir, name, what="prompt log of category")
-        path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(payload, indent=1) + "\n", "prompt log")
 
     # --- inference --------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from fsas_bench.data.formats import read_mask
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
+from fsas_bench.metrics.inputs import REGION_CONNECTIVITY
 from fsas_bench.options import parse_eval_size
 
 
@@ -34,7 +35,7 @@ class EvalFrame:
 
     size: int | None = None
     mask_resize: str = "none"
-    connectivity: int = 8
+    connectivity: int = REGION_CONNECTIVITY
 
     @property
     def label(self) -> str:

@@ -1,4 +1,5 @@
-"""V-V ("CLIP Surgery") dual-path attention as a module swap over an upstream open_clip ViT (spec §3).
+"""V-V ("CLIP Surgery") dual-path attention as a module swap over an upstream open_clip ViT (spec
+finegrainedad.md §3): the backbone's ``vv_tokens`` feature.
 
 Each swapped block reuses its upstream block's modules (no weight copies): one shared qkv projection of
 u = ln_1(x_ori) feeds the original path softmax(q·kᵀ·s)·v and the surgery path softmax(v·vᵀ·s)·v; both go

@@ -1,4 +1,4 @@
-"""The shared evaluation frame: map resizing and the recorded mask-resize rules."""
+"""The shared evaluation frame (map resizing, the recorded mask-resize rules) and scoring one category in it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 import torch
 from PIL import Image
 
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
-from fsas_bench.evaluation import EvalFrame
+from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS, evaluate
+from fsas_bench.metrics.category import CategoryTruth, score_category, score_maps
+from fsas_bench.metrics.frame import EvalFrame
 
 
 def _sample(tmp_path: Path, name: str, height: int, width: int, mask: np.ndarray | None) -> Sample:
@@ -73,3 +76,40 @@ def test_bad_eval_size(bad):
 def test_bad_mask_rule():
     with pytest.raises(UserError, match="--mask-resize"):
         EvalFrame.parse("64", "cubic")
+
+
+def _category(tmp_path: Path, side: int) -> list[Sample]:
+    """Two anomalous images (one region each) and two normal ones, ``side`` px square."""
+    masks = [np.zeros((side, side), bool) for _ in range(2)]
+    masks[0][1:4, 2:6] = True
+    masks[1][5:, :3] = True
+    samples = [_sample(tmp_path, f"d{i}", side, side, m) for i, m in enumerate(masks)]
+    return samples + [_sample(tmp_path, f"n{i}", side, side, None) for i in range(2)]
+
+
+def test_score_category_scores_pixels_only_with_pixel_ground_truth(tmp_path):
+    samples = _category(tmp_path, 8)
+    scores, maps = torch.tensor([0.9, 0.2, 0.4, 0.1]), torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with_masks = CategoryTruth.load(EvalFrame(), samples, has_masks=True)
+    assert with_masks.labels.tolist() == [1, 1, 0, 0] and with_masks.regions.num_regions == 2
+    result = score_category(with_masks, scores, maps)
+    assert tuple(result) == IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
+    reference = evaluate(scores, with_masks.labels, maps, with_masks.masks)  # regions labelled inside evaluate
+    assert dict(result) == dict(reference)
+    assert result["I-AUROC"] == roc_auc_score([1, 1, 0, 0], scores.numpy()) == 0.75
+    without = CategoryTruth.load(EvalFrame(), samples, has_masks=False)
+    assert without.regions is None and tuple(score_category(without, scores, maps)) == IMAGE_METRICS
+
+
+def test_score_maps_is_pixel_ap_against_resized_masks(tmp_path):
+    samples = _category(tmp_path, 8)
+    maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(1))  # continuous: no tied pixels
+    masks = EvalFrame().masks(samples)
+    values = score_maps(samples, maps, "bilinear>0.5")
+    assert set(values) == set(PIXEL_METRICS + REGION_METRICS)
+    assert values["P-AP"] == pytest.approx(average_precision_score(masks.ravel(), maps.numpy().ravel()), abs=1e-12)
+    assert values["P-AUROC"] == pytest.approx(roc_auc_score(masks.ravel(), maps.numpy().ravel()), abs=1e-12)
+    small = torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(2))  # masks follow the maps' size
+    want = EvalFrame(size=4, mask_resize="bilinear>0.5").masks(samples)
+    got = score_maps(samples, small, "bilinear>0.5")["P-AP"]
+    assert got == pytest.approx(average_precision_score(want.ravel(), small.numpy().ravel()), abs=1e-12)
