@@ -3,12 +3,10 @@ then segments unseen categories by sparse lookup in a dictionary built from the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -30,6 +28,7 @@ from fsas_bench.methods.dictas.training_data import SyntheticAnomalyPairs
 from fsas_bench.methods.dictas.validation import target_validation_ap
 from fsas_bench.methods.ops import grid_side
 from fsas_bench.methods.registry import register_method
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 
 def quarter_taps(depth: int) -> tuple[int, ...]:
@@ -175,21 +174,13 @@ class DictAS(FewShotMethod):
         self.train_text = torch.stack([text_prototypes(backbone, c) for c in categories])
         self.validation_target = target if config.target_leakage else None
         self.phase2, self.history, self.best_ap, self.snapshot = False, [], -1.0, {}
-        device = backbone.mean.device
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        trainer = L.Trainer(
-            max_epochs=config.epochs,
-            limit_train_batches=config.steps_per_epoch or 1.0,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
+        trainer = quiet_trainer(
+            backbone.mean.device, max_epochs=config.epochs, limit_train_batches=config.steps_per_epoch or 1.0,
             precision=config.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        )  # fmt: skip
         loader = DataLoader(data, config.batch_size, shuffle=True, num_workers=config.data_workers)
-        trainer.fit(self.train(), train_dataloaders=loader)
+        with quiet_warnings():
+            trainer.fit(self.train(), train_dataloaders=loader)
         self.train_text = self.validation_target = None
         self.snapshot = {}
 

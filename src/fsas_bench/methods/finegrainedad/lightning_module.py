@@ -4,13 +4,10 @@ trained on the k shots of each category inside :meth:`set_support`, then queries
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,6 +32,7 @@ from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, Qu
 from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
 from fsas_bench.names import child_path
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 QFORMER_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}
 """The dtype the released Q-Former is built (and its initialisation drawn) in, per training precision."""
@@ -176,24 +174,10 @@ class FineGrainedAD(FewShotMethod):
     def _fit(self, learner: PromptLearner, objective: Callable[[], dict[str, Tensor]], history: list[float]) -> None:
         """The released schedule on the k shots: one SGD step per epoch on ``learner``'s parameters minimising
         ``objective()["total"]`` (appended to ``history``), quiet Lightning Trainer."""
-        device = self._shot_tokens.device
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        trainer = L.Trainer(
-            max_epochs=self.config.epochs,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
-            precision=self.config.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        config = self.config
+        trainer = quiet_trainer(self._shot_tokens.device, max_epochs=config.epochs, precision=config.precision)
         self._fitting = (learner, objective, history)
-        with warnings.catch_warnings():
-            noises = ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)", "in eval mode at the start")
-            for noise in noises:
-                warnings.filterwarnings("ignore", message=f".*{noise}.*")
+        with quiet_warnings():
             trainer.fit(self, train_dataloaders=DataLoader([0], batch_size=None))
         self._fitting = None
         self.eval()

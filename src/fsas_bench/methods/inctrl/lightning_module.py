@@ -3,16 +3,11 @@ k prompts of each target category, with the "InCTRL-Mx" pixel-map extension (spe
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pathlib import Path
-
-import lightning as L
 import torch
 from PIL import Image
 from torch import Tensor
@@ -32,6 +27,7 @@ from fsas_bench.methods.inctrl.torch_model import (
 )  # fmt: skip
 from fsas_bench.methods.ops import uncrop_maps
 from fsas_bench.methods.registry import register_method
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 from fsas_bench.methods.winclip.prompts import prompt_ensemble
 
 PAPER_BLOCKS = (7, 9, 11)
@@ -183,22 +179,9 @@ class InCTRL(FewShotMethod):
         episodes = BalancedEpisodes(
             pool, shot, config.batch_size, config.steps_per_epoch, config.exclude_self_prompt, generator
         )
-        device = self.cache.backbone.mean.device
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        trainer = L.Trainer(
-            max_epochs=config.epochs,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        trainer = quiet_trainer(self.cache.backbone.mean.device, max_epochs=config.epochs)
         self.train()
-        with warnings.catch_warnings():
-            for noise in ("does not have many workers", "has `__len__` defined", "isinstance\\(treespec, LeafSpec\\)"):
-                warnings.filterwarnings("ignore", message=f".*{noise}.*")
+        with quiet_warnings():
             trainer.fit(self, train_dataloaders=DataLoader(episodes, batch_size=None))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
