@@ -94,7 +94,7 @@ def main() -> None:
     for cached in (True, False):
         method = DictAS(DictASConfig(cache_reference_kv=cached), cache).eval().to(args.device)
         for query in queries:
-            method.features(query, method.feature_names)  # backbone features cached for both runs
+            method.features(query, method.names)  # backbone features cached for both runs
         results[cached] = inference_ms(method, support, queries, args.device)
     build, with_cache = results[True]
     without = results[False][1]

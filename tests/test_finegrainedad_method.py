@@ -41,7 +41,7 @@ def test_registration_configs_and_raw_logit_scale(tiny_backbone):
         "memory_tap=released;query_bgr_quirk=True;pre_resize=1024"
     )
     method = _method("finegrainedad", tiny_backbone)
-    assert method.feature_names == ["block1", "block3", "embedding", "vv_tokens"]  # 6 blocks: (2, 7) scaled
+    assert method.names == ["block1", "block3", "embedding", "vv_tokens"]  # 6 blocks: (2, 7) scaled
     assert method.tau.item() == tiny_backbone.model.logit_scale.item() < 5  # not exponentiated
 
 

@@ -448,9 +448,12 @@ def _list(args: argparse.Namespace, console: Console) -> None:
         methods.add_column(col)
     for name in list_methods():
         cls = get_method(name)
-        faithful = "yes" if cls.config_cls.faithful_preset(EMBEDDED_DATASET) is not None else "no (runs benchmark)"
+        preset = cls.config_cls.faithful_preset(EMBEDDED_DATASET)
+        faithful = "yes" if preset is not None else "no (runs benchmark)"
+        transductive = [mode for mode, config in (("benchmark", cls.config_cls()), ("faithful", preset))
+                        if config is not None and config.transductive]  # fmt: skip
         methods.add_row(name, cls.fit_scope, "yes" if cls.supports_zero_shot else "no",
-                        str(cls.transductive).lower(), faithful)  # fmt: skip
+                        " and ".join(transductive) or "no", faithful)  # fmt: skip
     datasets = Table(title="datasets")
     for col in ("name", "source", "available", "note"):
         datasets.add_column(col)

@@ -20,6 +20,7 @@ from torch import Tensor
 from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
+from fsas_bench.data.synthetic import SYNTHETIC_DATASETS
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
 from fsas_bench.numbers import MAX_SEED
@@ -63,18 +64,37 @@ SEED = Limit(f"-1 or an integer in [0, {MAX_SEED}]", lambda v: _is_int(v) and -1
 class MethodConfig:
     """Base of every method config; ``mode`` is ``benchmark`` (leaderboard default) or ``faithful``.
 
-    Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`); every
-    construction checks them (``--set`` and Python alike), a violation being a one-line UserError.
+    Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`) and the
+    allowed values of their text fields in ``choices``; every construction checks them (``--set`` and Python
+    alike), a violation being a one-line UserError. ``embedded_schedule`` holds the field changes of the
+    embedded synthetic sets (a short CPU schedule; empty: the defaults).
     """
 
     mode: str = "benchmark"
     limits: ClassVar[dict[str, Limit]] = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    embedded_schedule: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for name, limit in self.limits.items():
             value = getattr(self, name)
             if not limit.check(value):
                 raise UserError(f"{type(self).__name__}.{name} = {value!r} is invalid: use {limit.wants}")
+        for name, allowed in self.choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                options = " or ".join(allowed) if len(allowed) == 2 else "one of " + ", ".join(allowed)
+                raise UserError(f"{type(self).__name__}.{name} '{value}' is unknown: use {options}")
+
+    @property
+    def transductive(self) -> bool:
+        """Whether image scores depend on other test images of the category (recorded in result rows)."""
+        return False
+
+    @property
+    def target_leakage(self) -> bool:
+        """Whether training reads the target dataset's test split (then trainings are keyed by the target)."""
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         """The full config as plain JSON-able values."""
@@ -91,9 +111,9 @@ class MethodConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
-        """The benchmark config on ``dataset``: the defaults, unless a method shortens its schedule for the
-        embedded synthetic sets (then the change shows in ``flags`` and ``method_cfg_hash``)."""
-        return cls()
+        """The benchmark config on ``dataset``: the defaults, with :attr:`embedded_schedule` on the embedded
+        synthetic sets (the change shows in ``flags`` and ``method_cfg_hash``)."""
+        return cls(**cls.embedded_schedule) if dataset in SYNTHETIC_DATASETS else cls()
 
     @classmethod
     def faithful_preset(cls, dataset: str) -> MethodConfig | None:
@@ -166,8 +186,8 @@ class MethodOutput:
 class FewShotMethod(L.LightningModule, ABC):
     """Base LightningModule of a registered FSAS method.
 
-    Subclasses set ``name``, ``fit_scope`` and ``config_cls``, and implement :meth:`set_support` and
-    :meth:`predict_step`. Features come from the shared encode-once cache.
+    Subclasses set ``name``, ``fit_scope`` and ``config_cls``, and implement :meth:`feature_names`,
+    :meth:`set_support` and :meth:`predict_step`. Features come from the shared encode-once cache.
 
     Args:
         config: the method's config dataclass.
@@ -177,20 +197,18 @@ class FewShotMethod(L.LightningModule, ABC):
     name: ClassVar[str]
     fit_scope: ClassVar[FitScope] = "none"
     supports_zero_shot: ClassVar[bool] = False
-    transductive: ClassVar[bool] = False
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     auxiliary_datasets: ClassVar[dict[str, str]] = {}
     """``fit_scope = auxiliary`` only: evaluation dataset → the dataset the head is trained on (``*``: any other)."""
     trains_per_shot: ClassVar[bool] = False
     """``fit_scope = auxiliary`` only: one trained model per shot count k (InCTRL) instead of one for all k."""
 
-    feature_names: list[str]
-    """Backbone features the method reads (``block{i}``, ``embedding``, ...), set by each subclass."""
-
     def __init__(self, config: MethodConfig, cache: FeatureCache) -> None:
         super().__init__()
         self.config = config
         self.cache = cache
+        self.names = self.feature_names(config, cache.backbone.depth)
+        """The backbone features this instance reads (:meth:`feature_names` of its config and backbone)."""
         self.artifact_dir: Path | None = None
         """Where a ``per_category`` fit may write its logs (rendered prompts, ...); set by the runner."""
         self.train_seed: int | None = None
@@ -220,12 +238,11 @@ class FewShotMethod(L.LightningModule, ABC):
         self.report_phase(PhaseUpdate(self.phase, f"epoch {epochs_text}, step {steps_text}", done,
                                       int(steps) * epochs if known else None))  # fmt: skip
 
-    def require_choice(self, field: str, choices: Sequence[str]) -> None:
-        """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""
-        value = getattr(self.config, field)
-        if value not in choices:
-            options = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
-            raise UserError(f"{self.name} {field} '{value}' is unknown: use {options}")
+    @classmethod
+    @abstractmethod
+    def feature_names(cls, config: MethodConfig, depth: int) -> list[str]:
+        """Backbone features (``block{i}``, ``embedding``, ...) the method reads with ``config`` on a ``depth``-block
+        backbone (the runner learns them without building the method)."""
 
     def features(
         self,

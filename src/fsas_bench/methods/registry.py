@@ -21,7 +21,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "finegrainedad": "fsas_bench.methods.finegrainedad",
     "inctrl": "fsas_bench.methods.inctrl",
     "patchknn": "fsas_bench.methods.patchknn",
-    "promptad": "fsas_bench.methods.finegrainedad",
+    "promptad": "fsas_bench.methods.promptad",
     "winclip": "fsas_bench.methods.winclip",
 }
 """Built-in method name → the module whose import registers it."""

@@ -306,7 +306,7 @@ class _UnitEvaluator:
             "train_dataset": "",
             "train_seed": "",
             "checkpoint_sha": "",
-            "transductive": getattr(config, "transductive", method_cls.transductive),
+            "transductive": config.transductive,
             "dataset": cell.dataset,
             "category": cell.category,
             "shot": cell.shot,

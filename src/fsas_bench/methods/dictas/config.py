@@ -12,9 +12,12 @@ from fsas_bench.methods.base import (
 from fsas_bench.methods.dictas.activation import ACTIVATIONS
 from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset, official_dataset_for
 from fsas_bench.methods.dictas.training_data import SynthesisSettings
+from fsas_bench.methods.ops import scaled_taps
 from fsas_bench.numbers import strict_int
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
+PAPER_TAPS = (6, 12, 18, 24)
+"""The 1-indexed blocks of the 24-block ViT-L/14-336 whose tokens DictAS looks up (the ends of the depth quarters)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class DictASConfig(MethodConfig):
     precision: str = "32-true"
     data_workers: int = 1
     target_leakage: bool = field(init=False, default=False)
+    embedded_schedule: ClassVar[dict[str, object]] = {
+        "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256, "paste_size": 256,
+    }  # fmt: skip
     limits: ClassVar[dict[str, Limit]] = {
         "blocks": NON_NEGATIVE_INT.each(), "output_size": NON_NEGATIVE_INT, "smoothing_sigma": NON_NEGATIVE,
         "epochs": POSITIVE_INT, "steps_per_epoch": NON_NEGATIVE_INT, "batch_size": POSITIVE_INT,
@@ -104,6 +110,8 @@ class DictASConfig(MethodConfig):
             raise UserError(
                 f"dictas official_mode '{self.official_mode}' is invalid: use segmentation or classification"
             )
+        if self.official_overrides and self.blocks and len(self.blocks) != 4:
+            raise UserError(f"dictas official_overrides needs the four default taps, not blocks {self.blocks}")
         if self.official_overrides or self.image_score == "official_transductive":
             object.__setattr__(self, "official_dataset", canonical_dataset(self.official_dataset))
 
@@ -150,11 +158,12 @@ class DictASConfig(MethodConfig):
         branches, e.g. on the embedded synthetic sets)."""
         return cls.faithful(official_dataset_for(dataset))
 
-    @classmethod
-    def for_dataset(cls, dataset: str) -> DictASConfig:
-        """Benchmark defaults; on the embedded synthetic sets a short CPU schedule (recorded in ``flags``)."""
-        if dataset.startswith("synthetic"):
-            return cls(
-                epochs=2, steps_per_epoch=6, vgen_freeze="epoch:1", batch_size=8, work_size=256, paste_size=256
-            )
-        return cls()
+    @property
+    def uses_text(self) -> bool:
+        """Whether the image score reads the text probability (and so the global embedding)."""
+        return self.image_score != "map_max"
+
+    def taps(self, depth: int) -> tuple[int, ...]:
+        """``blocks`` if given, else the ends of the four depth quarters (:data:`PAPER_TAPS` scaled to ``depth``:
+        (5, 11, 17, 23) for 24 blocks, DictAS's layers 6, 12, 18, 24; (1, 2, 4, 5) for the 6-block test backbone)."""
+        return self.blocks or scaled_taps(PAPER_TAPS, 24, depth)

@@ -31,12 +31,6 @@ from fsas_bench.methods.registry import register_method
 from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 
-def quarter_taps(depth: int) -> tuple[int, ...]:
-    """0-based blocks ending the four depth quarters: ⌈jD/4⌉ − 1, j = 1..4 ((5, 11, 17, 23) for 24 blocks,
-    DictAS's layers 6, 12, 18, 24; (1, 2, 4, 5) for the 6-block test backbone)."""
-    return tuple(-(-depth * j // 4) - 1 for j in (1, 2, 3, 4))
-
-
 @register_method
 class DictAS(FewShotMethod):
     """DictAS: query/key/value generators on frozen CLIP tokens, sparsemax dictionary lookup, (1 − cos)/2 maps.
@@ -53,12 +47,8 @@ class DictAS(FewShotMethod):
     def __init__(self, config: DictASConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache_with_activation(cache, config.activation))
         backbone = self.cache.backbone
-        self.blocks = config.blocks or quarter_taps(backbone.depth)
-        if config.official_overrides and len(self.blocks) != 4:
-            raise UserError(f"dictas official_overrides needs the four default taps, not blocks {self.blocks}")
+        self.blocks = config.taps(backbone.depth)
         self.head = DictASHead(backbone.width, backbone.model.visual.output_dim, len(self.blocks))
-        self.uses_text = config.image_score != "map_max"
-        self.feature_names = [f"block{b}" for b in self.blocks] + (["embedding"] if self.uses_text else [])
         self.output_size = config.output_size or backbone.image_size
         self.settings = InferenceSettings(self.blocks, config.scales, config.smoothing_sigma)
         self.dictionary: ReferenceDictionary | None = None
@@ -71,6 +61,10 @@ class DictAS(FewShotMethod):
         self.validation_target: DatasetIndex | None = None
         self.best_ap = -1.0
         self.snapshot: dict[str, Tensor] = {}
+
+    @classmethod
+    def feature_names(cls, config: DictASConfig, depth: int) -> list[str]:
+        return [f"block{b}" for b in config.taps(depth)] + (["embedding"] if config.uses_text else [])
 
     def load_official(self, state: Mapping[str, Any]) -> None:
         """Load an official checkpoint (``{"Mymodel": state_dict}`` or the state dict itself), strictly."""
@@ -93,7 +87,7 @@ class DictAS(FewShotMethod):
         if self.settings.rotate_references:
             references = self._with_rotations(references, [p for batch in batches for p in batch["path"]], names)
         self.dictionary = ReferenceDictionary(self.head, references, cache=config.cache_reference_kv)
-        self.prototypes = text_prototypes(self.cache.backbone, category).cpu() if self.uses_text else None
+        self.prototypes = text_prototypes(self.cache.backbone, category).cpu() if self.config.uses_text else None
         self.score_range = self.queries = None
 
     def set_queries(self, batches: Iterable[dict[str, Any]]) -> None:
@@ -116,12 +110,12 @@ class DictAS(FewShotMethod):
         """Maps ``B × S × S``, p_map ``B`` (map maxima) and p_text ``B`` (None without text) of a query batch."""
         if self.dictionary is None:
             raise RuntimeError("set_support must be called before scoring")
-        feats = self.features(batch, self.feature_names)
+        feats = self.features(batch, self.names)
         tokens = {b: torch.stack([f[f"block{b}"] for f in feats]).to(self.device) for b in self.settings.blocks}
         grids = anomaly_grids(self.head, tokens, self.dictionary, self.settings.scales)
         maps = render_maps(grids, self.output_size, self.settings.sigma)
         p_text = None
-        if self.uses_text:
+        if self.config.uses_text:
             p_text = text_probability(torch.stack([f["embedding"] for f in feats]).to(self.device), self.prototypes)
         return maps, maps.flatten(1).amax(dim=1), p_text
 

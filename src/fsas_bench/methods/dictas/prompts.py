@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from fsas_bench.backbones import ClipBackbone
+from fsas_bench.methods.text import ANOMALOUS_STATES, CLIP_LOGIT_SCALE, NORMAL_STATES, anomaly_probability, sentences
+from fsas_bench.methods.text import text_prototypes as shared_prototypes
 
-NORMAL_STATES = (
-    "{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect", "{} without damage",
-)  # fmt: skip
-ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+ABNORMAL_STATES = (ANOMALOUS_STATES[0], "broken {}", *ANOMALOUS_STATES[1:])
+"""WinCLIP's anomalous states with "broken {}" second, as released."""
 TEMPLATES = (
     "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
     "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of the {}.", "a photo of my {}.",
@@ -25,22 +24,16 @@ TEMPLATES = (
     "there is the {} in the scene.", "this is a {} in the scene.", "this is the {} in the scene.",
     "this is one {} in the scene.",
 )  # fmt: skip  (template 23 keeps its literal backslash, as the official list)
-TEXT_LOGIT_SCALE = 100.0
 
 
-def sentences(class_name: str, states: tuple[str, ...]) -> list[str]:
-    """Every state × template sentence for ``class_name`` (the raw category name, underscores kept)."""
-    return [template.format(state.format(class_name)) for state in states for template in TEMPLATES]
-
-
-def text_prototypes(backbone: ClipBackbone, class_name: str) -> Tensor:
-    """T_c = [t_normal, t_abnormal] ``D × 2``: per state group, the L2-normalised mean of the L2-normalised
-    sentence embeddings (245 normal, 175 abnormal sentences)."""
-    groups = [backbone.encode_text(sentences(class_name, states)) for states in (NORMAL_STATES, ABNORMAL_STATES)]
-    return torch.stack([F.normalize(F.normalize(g, dim=-1).mean(0), dim=0) for g in groups], dim=1)
+def text_prototypes(backbone: ClipBackbone, category: str) -> Tensor:
+    """T_c = [t_normal, t_abnormal] ``D × 2`` (the official layout; :func:`~fsas_bench.methods.text.text_prototypes`
+    transposed) of the raw category name (underscores kept): 245 normal, 175 abnormal sentences."""
+    normal, abnormal = (backbone.encode_text(sentences(category, states, TEMPLATES))
+                        for states in (NORMAL_STATES, ABNORMAL_STATES))  # fmt: skip
+    return shared_prototypes(normal, abnormal).T.contiguous()
 
 
 def text_probability(embeddings: Tensor, prototypes: Tensor) -> Tensor:
     """p_text = softmax(100·ê·T_c)[abnormal] of ``B × D`` global image embeddings and ``D × 2`` prototypes."""
-    logits = TEXT_LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ prototypes.to(embeddings)
-    return logits.softmax(dim=-1)[:, 1]
+    return anomaly_probability(F.normalize(embeddings, dim=-1) @ prototypes.to(embeddings), CLIP_LOGIT_SCALE)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsas_bench.methods.dictas.sparsemax import sparsemax
-from fsas_bench.methods.ops import grid_side, upsample_and_blur
+from fsas_bench.methods.ops import blur, grid_side
 
 
 class TwoLayerMLP(nn.Module):
@@ -225,4 +225,4 @@ def render_maps(grids: Tensor, size: int, sigma: float) -> Tensor:
     the upsampled maps.
     """
     upsampled = F.interpolate(grids.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=True)
-    return upsample_and_blur(upsampled.squeeze(1), size, sigma)  # same size: the upsampling is the identity
+    return blur(upsampled.squeeze(1), sigma)

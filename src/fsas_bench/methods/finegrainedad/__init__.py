@@ -1,6 +1,6 @@
-"""FineGrainedAD (multi-level fine-grained prompt alignment) and PromptAD (its ``mfsc_levels=none`` case)."""
+"""FineGrainedAD (multi-level fine-grained prompt alignment); PromptAD (``methods/promptad``) reuses its parts."""
 
-from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig, PromptADConfig
-from fsas_bench.methods.finegrainedad.lightning_module import FineGrainedAD, PromptAD
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
+from fsas_bench.methods.finegrainedad.lightning_module import FineGrainedAD
 
-__all__ = ["FineGrainedAD", "FineGrainedADConfig", "PromptAD", "PromptADConfig"]
+__all__ = ["FineGrainedAD", "FineGrainedADConfig"]

@@ -1,5 +1,5 @@
-"""FineGrainedAD and PromptAD as registered LightningModules (``fit_scope = per_category``): prompts are
-trained on the k shots of each category inside :meth:`set_support`, then queries are scored (spec §14)."""
+"""FineGrainedAD as a registered LightningModule (``fit_scope = per_category``): prompts are trained on the k
+shots of each category inside :meth:`set_support`, then queries are scored (spec §14). PromptAD subclasses it."""
 
 from __future__ import annotations
 
@@ -20,16 +20,14 @@ from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
-from fsas_bench.methods.finegrainedad.config import (
-    CANDIDATE_OVERFLOW_CHOICES, IMAGE_SCORE_CHOICES, MEMORY_TAPS, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig,
-)  # fmt: skip
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
-from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS, build_families, rendered_strings
-from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS, region_weights
+from fsas_bench.methods.finegrainedad.prompts import build_families, rendered_strings
+from fsas_bench.methods.finegrainedad.regions import region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
-from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
+from fsas_bench.methods.patchknn.config import memory_taps
 from fsas_bench.methods.registry import register_method
 from fsas_bench.names import child_path
 from fsas_bench.trainer import quiet_trainer, quiet_warnings
@@ -49,20 +47,8 @@ class FineGrainedAD(FewShotMethod):
 
     def __init__(self, config: FineGrainedADConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        self.require_choice("mfsc_levels", MFSC_LEVELS)
-        self.require_choice("qformer", QFORMER_CHOICES)
-        self.require_choice("memory_tap", MEMORY_TAPS)
-        self.require_choice("mlsa_regions", MLSA_REGIONS)
-        self.require_choice("image_score", IMAGE_SCORE_CHOICES)
-        self.require_choice("candidate_overflow", CANDIDATE_OVERFLOW_CHOICES)
-        if config.image_score == "cls_prompts" and config.mfsc_levels != "none":
-            raise UserError(
-                f"{self.name} image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts"
-            )
-        backbone = cache.backbone
-        self.blocks = config.blocks or _proportional_blocks(backbone.depth)
-        self.tap_names = [f"{'block' if config.memory_tap == 'block' else 'released_tap'}{b}" for b in self.blocks]
-        self.feature_names = [*self.tap_names, "embedding", "vv_tokens"]
+        self.blocks = memory_taps(config.blocks, cache.backbone.depth)
+        self.tap_names = self.names[: len(self.blocks)]
         self.shot_input = Preprocess(pre_resize=config.pre_resize)
         self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
@@ -76,6 +62,12 @@ class FineGrainedAD(FewShotMethod):
         self._regions: Tensor | None = None
         self._fitting: tuple[PromptLearner, Callable[[], dict[str, Tensor]], list[float]] | None = None
 
+    @classmethod
+    def feature_names(cls, config: FineGrainedADConfig, depth: int) -> list[str]:
+        """The memory taps (``block{i}`` or ``released_tap{i}``), then ``embedding`` and ``vv_tokens``."""
+        kind = "block" if config.memory_tap == "block" else "released_tap"
+        return [*(f"{kind}{b}" for b in memory_taps(config.blocks, depth)), "embedding", "vv_tokens"]
+
     @property
     def tau(self) -> Tensor:
         """The raw ``logit_scale`` parameter (about ln 100 for CLIP), used without ``exp`` as released."""
@@ -84,7 +76,7 @@ class FineGrainedAD(FewShotMethod):
     # --- per-category training -------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.feature_names, variant=self.shot_input)]
+        feats = [f for batch in batches for f in self.features(batch, self.names, variant=self.shot_input)]
         if not feats:
             raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
         config = self.config
@@ -248,7 +240,7 @@ class FineGrainedAD(FewShotMethod):
         device = self._shot_tokens.device
         maps, scores = [], []
         with torch.no_grad():
-            for f in self.features(batch, self.feature_names, variant=self.query_input):
+            for f in self.features(batch, self.names, variant=self.query_input):
                 taps = [f[name].to(device) for name in self.tap_names]
                 pixel, score = self.scorer(taps, f["vv_tokens"].to(device), f["embedding"].to(device))
                 maps.append(pixel)
@@ -256,11 +248,3 @@ class FineGrainedAD(FewShotMethod):
         return MethodOutput(
             anomaly_maps=torch.stack(maps).float().cpu(), image_scores=torch.stack(scores).float().cpu()
         )
-
-
-@register_method
-class PromptAD(FineGrainedAD):
-    """PromptAD (Li et al., CVPR 2024): the same module with ``mfsc_levels=none`` (class-name prompts)."""
-
-    name = "promptad"
-    config_cls = PromptADConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fsas_bench.methods.ops import grid_side, min_cosine_distance, upsample_and_blur
+from fsas_bench.methods.ops import memory_distance_grid, upsample_and_blur
 
 
 class PatchKNNModel(nn.Module):
@@ -32,9 +32,7 @@ class PatchKNNModel(nn.Module):
 
     def grid_distances(self, tokens: dict[int, Tensor]) -> Tensor:
         """Mean over blocks of each patch's distance to the memory: ``N`` patch tokens per block → ``h × w``."""
-        dist = torch.stack([min_cosine_distance(tokens[b], self.memory[b].to(tokens[b].device)) for b in self.blocks])
-        side = grid_side(dist.shape[1])
-        return dist.mean(0).view(side, side)
+        return memory_distance_grid([tokens[b] for b in self.blocks], [self.memory[b] for b in self.blocks])
 
     def forward(self, tokens: list[dict[int, Tensor]]) -> tuple[Tensor, Tensor]:
         """Maps ``B × S × S`` and image scores ``B`` for B queries (each block → ``N × C`` tokens).

@@ -1,0 +1,38 @@
+"""Patch-kNN settings and its block taps (PromptAD's memory taps, scaled by depth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fsas_bench.methods.base import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Limit, MethodConfig
+from fsas_bench.methods.ops import scaled_taps
+
+PROMPTAD_TAPS = (3, 8)
+"""The 1-indexed blocks of a 12-block ViT whose tokens PromptAD's (and FineGrainedAD's) memory bank holds."""
+
+
+def memory_taps(blocks: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """``blocks`` if given, else :data:`PROMPTAD_TAPS` scaled to ``depth`` ((2, 7) for 12 blocks, 0-based)."""
+    return blocks or scaled_taps(PROMPTAD_TAPS, 12, depth)
+
+
+@dataclass(frozen=True)
+class PatchKNNConfig(MethodConfig):
+    """Patch-kNN settings (recorded in ``method_cfg_hash``).
+
+    Attributes:
+        blocks: 0-based block taps; empty = :func:`memory_taps` ((2, 7) for a 12-block ViT, PromptAD's).
+        output_size: side of the output map in pixels.
+        sigma: Gaussian σ at the output size.
+        image_score: ``map_max`` or ``grid_max``.
+    """
+
+    blocks: tuple[int, ...] = ()
+    output_size: int = 400
+    sigma: float = 4.0
+    image_score: str = "map_max"
+    limits: ClassVar[dict[str, Limit]] = {
+        "blocks": NON_NEGATIVE_INT.each(), "output_size": POSITIVE_INT, "sigma": NON_NEGATIVE,
+    }  # fmt: skip
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"image_score": ("map_max", "grid_max")}

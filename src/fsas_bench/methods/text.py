@@ -1,0 +1,70 @@
+"""The CLIP text toolkit of the methods: state words, the class-name rule, sentence ensembles, two-way text
+prototypes (one layout, ``2 × D``: normal row, anomalous row) and the two-way anomaly probability."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CLIP_LOGIT_SCALE = 100.0
+"""CLIP's logit scale exp(t) (trained to its cap 100): the factor of cosine similarities in the two-way softmax
+of InCTRL's text prior and DictAS's text probability and loss, as released."""
+
+NORMAL_STATES = (
+    "{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect", "{} without damage",
+)  # fmt: skip
+"""WinCLIP's normal state words (InCTRL and DictAS use the same seven)."""
+ANOMALOUS_STATES = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
+"""WinCLIP's anomalous state words (InCTRL's too; DictAS adds "broken {}")."""
+
+WINCLIP_TEMPLATES = {
+    # WinCLIP's published 22 templates (each phrase once with "a" and once with "the"), InCTRL's order.
+    "winclip22": (
+        "a cropped photo of the {}.", "a cropped photo of a {}.", "a close-up photo of a {}.",
+        "a close-up photo of the {}.", "a bright photo of a {}.", "a bright photo of the {}.",
+        "a dark photo of a {}.", "a dark photo of the {}.", "a jpeg corrupted photo of a {}.",
+        "a jpeg corrupted photo of the {}.", "a blurry photo of the {}.", "a blurry photo of a {}.",
+        "a photo of the {}.", "a photo of a {}.", "a photo of a small {}.", "a photo of the small {}.",
+        "a photo of a large {}.", "a photo of the large {}.", "a photo of a {} for visual inspection.",
+        "a photo of the {} for visual inspection.", "a photo of a {} for anomaly detection.",
+        "a photo of the {} for anomaly detection.",
+    ),
+    # anomalib's 21-template list (one "jpeg corrupted" template duplicated, one "cropped" missing), in its order.
+    "anomalib21": (
+        "a cropped photo of the {}.", "a close-up photo of a {}.", "a close-up photo of the {}.",
+        "a bright photo of a {}.", "a bright photo of the {}.", "a dark photo of the {}.", "a dark photo of a {}.",
+        "a jpeg corrupted photo of the {}.", "a jpeg corrupted photo of the {}.", "a blurry photo of the {}.",
+        "a blurry photo of a {}.", "a photo of a {}.", "a photo of the {}.", "a photo of a small {}.",
+        "a photo of the small {}.", "a photo of a large {}.", "a photo of the large {}.",
+        "a photo of the {} for visual inspection.", "a photo of a {} for visual inspection.",
+        "a photo of the {} for anomaly detection.", "a photo of a {} for anomaly detection.",
+    ),
+}  # fmt: skip
+"""WinCLIP's template lists by name (InCTRL's text prior uses ``winclip22``)."""
+
+
+def class_name(category: str, overrides: Sequence[tuple[str, str]] = ()) -> str:
+    """The object name of ``category`` in prompts: its entry in ``overrides`` (``(category, name)`` pairs),
+    else the category with underscores as spaces."""
+    return dict(overrides).get(category, category.replace("_", " "))
+
+
+def sentences(name: str, states: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every state × template sentence for the object ``name`` (state-major order, as released)."""
+    return [template.format(state.format(name)) for state in states for template in templates]
+
+
+def text_prototypes(normal: Tensor, anomalous: Tensor, normalise: bool = True) -> Tensor:
+    """``2 × D`` prototypes (t_n, t_a) of ``T × D`` sentence embeddings: the unit mean of the unit embeddings;
+    ``normalise=False``: the plain mean of the raw embeddings (anomalib's WinCLIP)."""
+    if not normalise:
+        return torch.stack([normal.mean(0), anomalous.mean(0)])
+    return torch.stack([F.normalize(F.normalize(s, dim=-1).mean(0), dim=-1) for s in (normal, anomalous)])
+
+
+def anomaly_probability(similarity: Tensor, logit_scale: float | Tensor) -> Tensor:
+    """softmax(logit_scale · [s_n, s_a])[anomalous] of ``... × 2`` similarities to (t_n, t_a) → ``...``."""
+    return (logit_scale * similarity).softmax(dim=-1)[..., 1]
