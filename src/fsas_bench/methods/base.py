@@ -66,14 +66,16 @@ class MethodConfig:
 
     Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`) and the
     allowed values of their text fields in ``choices``; every construction checks them (``--set`` and Python
-    alike), a violation being a one-line UserError. ``embedded_schedule`` holds the field changes of the
-    embedded synthetic sets (a short CPU schedule; empty: the defaults).
+    alike), a violation being a one-line UserError. Presets are data: ``embedded_schedule`` holds the field
+    changes of the embedded synthetic sets (a short CPU schedule; empty: the defaults), ``faithful_changes``
+    those of the released code (``mode=faithful``; empty: no faithful preset).
     """
 
     mode: str = "benchmark"
     limits: ClassVar[dict[str, Limit]] = {}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     embedded_schedule: ClassVar[dict[str, Any]] = {}
+    faithful_changes: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for name, limit in self.limits.items():
@@ -116,10 +118,15 @@ class MethodConfig:
         return cls(**cls.embedded_schedule) if dataset in SYNTHETIC_DATASETS else cls()
 
     @classmethod
+    def faithful(cls, **changes: Any) -> MethodConfig:
+        """The released code's settings (:attr:`faithful_changes`, ``mode=faithful``) with ``changes`` on top."""
+        return cls(**{"mode": "faithful", **cls.faithful_changes, **changes})
+
+    @classmethod
     def faithful_preset(cls, dataset: str) -> MethodConfig | None:
-        """The released code's settings on ``dataset`` (``mode=faithful``); None: the method has no faithful
-        preset, and ``--mode faithful`` runs it in benchmark mode."""
-        return None
+        """The released code's settings on ``dataset``; None: the method has no faithful preset, and
+        ``--mode faithful`` runs it in benchmark mode."""
+        return cls.faithful() if cls.faithful_changes else None
 
     @classmethod
     def for_run(cls, dataset: str, mode: str = "benchmark") -> MethodConfig:
@@ -260,6 +267,16 @@ class FewShotMethod(L.LightningModule, ABC):
             return preprocess(read_image_rgb(Path(batch["path"][i])), variant)
 
         return self.cache.features(batch["sha"], names, load, prefetch, variant)
+
+    def support_features(
+        self, batches: list[dict[str, Any]], names: Sequence[str], variant: Preprocess = DEFAULT_PREPROCESS
+    ) -> list[BackboneFeatures]:
+        """:meth:`features` of every reference in ``batches``; a one-line UserError when there is none and the
+        method is not zero-shot."""
+        feats = [f for batch in batches for f in self.features(batch, names, variant=variant)]
+        if not feats and not self.supports_zero_shot:
+            raise UserError(f"{self.name} needs at least one reference (prompt) image: use --shots 1 or more")
+        return feats
 
     def fitted_state(self) -> dict[str, Tensor]:
         """``per_category`` only: the parameters :meth:`set_support` trained (saved by the runner as the cell's

@@ -86,6 +86,12 @@ class DictASConfig(MethodConfig):
     embedded_schedule: ClassVar[dict[str, object]] = {
         "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256, "paste_size": 256,
     }  # fmt: skip
+    faithful_changes: ClassVar[dict[str, object]] = {
+        "activation": "gelu", "official_overrides": True, "image_score": "official_transductive",
+        "vgen_freeze": "val_trigger",
+    }  # fmt: skip
+    """The official code: GELU backbone, per-dataset overrides, transductive image score, target-triggered g_V
+    freeze (leakage)."""
     limits: ClassVar[dict[str, Limit]] = {
         "blocks": NON_NEGATIVE_INT.each(), "output_size": NON_NEGATIVE_INT, "smoothing_sigma": NON_NEGATIVE,
         "epochs": POSITIVE_INT, "steps_per_epoch": NON_NEGATIVE_INT, "batch_size": POSITIVE_INT,
@@ -143,14 +149,9 @@ class DictASConfig(MethodConfig):
         return self.image_score == "official_transductive"
 
     @classmethod
-    def faithful(cls, official_dataset: str, **changes: object) -> DictASConfig:
-        """The official code's behaviour on ``official_dataset``: GELU backbone, per-dataset overrides,
-        transductive image score, target-triggered g_V freeze (leakage)."""
-        preset = dict(
-            mode="faithful", activation="gelu", official_overrides=True, official_dataset=official_dataset,
-            image_score="official_transductive", vgen_freeze="val_trigger",
-        )  # fmt: skip
-        return cls(**{**preset, **changes})
+    def faithful(cls, official_dataset: str = "other", **changes: object) -> DictASConfig:
+        """The official code's behaviour (:attr:`faithful_changes`) on ``official_dataset``."""
+        return super().faithful(official_dataset=official_dataset, **changes)
 
     @classmethod
     def faithful_preset(cls, dataset: str) -> DictASConfig:

@@ -75,14 +75,12 @@ class DictAS(FewShotMethod):
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         if isinstance(self.cache, CategoryScopedCache):
             self.cache.enter_category(category)
-        if not any(batch["path"] for batch in batches):
-            raise UserError("dictas needs at least one reference image: use --shots 1 or more")
-        k = sum(len(batch["path"]) for batch in batches)
         config = self.config
         if config.official_overrides:
+            k = sum(len(batch["path"]) for batch in batches)
             self.settings = official_settings(self.blocks, config.official_dataset, category, k, config.official_mode)
         names = [f"block{b}" for b in self.settings.blocks]
-        feats = [f for batch in batches for f in self.features(batch, names)]
+        feats = self.support_features(batches, names)
         references = {b: torch.stack([f[f"block{b}"] for f in feats]) for b in self.settings.blocks}
         if self.settings.rotate_references:
             references = self._with_rotations(references, [p for batch in batches for p in batch["path"]], names)

@@ -105,6 +105,12 @@ class FineGrainedADConfig(MethodConfig):
     }  # fmt: skip
     embedded_schedule: ClassVar[dict[str, object]] = {"captions": "synthetic", "epochs": 8, "hires_factor": 2}
     """The embedded synthetic sets: their shipped caption file, 8 epochs and a 2 × 2-tile MLSA view (CPU budget)."""
+    faithful_changes: ClassVar[dict[str, object]] = {
+        "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE, "mlsa_regions": "released",
+        "candidate_overflow": "raise",
+    }  # fmt: skip
+    """The released script: seed 111, bf16 training, the released taps and input pipeline, the released MLSA
+    region maps and the top-k that fails on too few handle candidates (the same on every dataset)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,20 +118,6 @@ class FineGrainedADConfig(MethodConfig):
             raise UserError(
                 f"{type(self).__name__}.image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts"
             )
-
-    @classmethod
-    def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111, bf16 training, the released taps and input pipeline, the
-        released MLSA region maps and the top-k that fails on too few handle candidates (everything else is the
-        default)."""
-        preset = {"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE,
-                  "mlsa_regions": "released", "candidate_overflow": "raise"}  # fmt: skip
-        return cls(**{**preset, **changes})
-
-    @classmethod
-    def faithful_preset(cls, dataset: str) -> FineGrainedADConfig:
-        """:meth:`faithful` (the same on every dataset; PromptADConfig inherits it with its own preset)."""
-        return cls.faithful()
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 
 from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
-from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
@@ -76,9 +75,7 @@ class FineGrainedAD(FewShotMethod):
     # --- per-category training -------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.names, variant=self.shot_input)]
-        if not feats:
-            raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
+        feats = self.support_features(batches, self.names, self.shot_input)
         config = self.config
         self.train_seed = config.seed if config.seed >= 0 else torch.initial_seed()
         record, vocab = self.caption_record(category, batches)

@@ -111,14 +111,10 @@ class FineGrainedADScorer(nn.Module):
         self.memory, self.pairs, self.keys, self.tau = memory, pairs, keys, tau
         self.image_candidates = image_candidates if image_candidates is not None else (pairs, keys)
 
-    def vision_grid(self, taps: list[Tensor]) -> Tensor:
-        """V_map: mean over taps of each token's min (1 − cos)/2 to the bank, ``g × g``."""
-        return memory_distance_grid(taps, self.memory)
-
     def forward(self, taps: list[Tensor], vv_tokens: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``S × S`` and image score of one query (``taps``: per tap ``N × C``; ``vv_tokens`` ``N × D``;
         ``embedding`` ``D``; tokens and embedding need not be normalised)."""
-        vision = self.vision_grid(taps)
+        vision = memory_distance_grid(taps, self.memory)  # V_map, g × g
         tokens = F.normalize(vv_tokens, dim=-1)
         text = text_anomaly(tokens, self.pairs, self.keys, self.tau).view_as(vision)
         pixel = upsample_and_blur(harmonic(text, vision, self.harmonic_eps)[None], self.output_size, self.sigma)[0]

@@ -70,16 +70,8 @@ class InCTRLConfig(MethodConfig):
     """2 epochs × 15 steps of 32 queries on the embedded synthetic sets (CPU budget; the same 960 queries as 30
     steps of 16, but 16 + 16 per batch: with 8 + 8 the BatchNorm statistics and Adam steps at lr 1e-3 made
     training amplify float rounding ~1e4-fold, see benchmarks/embedded_stability.py)."""
-
-    @classmethod
-    def faithful(cls, **changes: object) -> InCTRLConfig:
-        """The released code's settings: its Resize + CenterCrop input and float32 heads (the recipe is the
-        default)."""
-        return cls(**{"mode": "faithful", "preprocess": "resize_centercrop", "head_dtype": "float32", **changes})
-
-    @classmethod
-    def faithful_preset(cls, dataset: str) -> InCTRLConfig:
-        return cls.faithful()
+    faithful_changes: ClassVar[dict[str, object]] = {"preprocess": "resize_centercrop", "head_dtype": "float32"}
+    """The released code's Resize + CenterCrop input and float32 heads (the recipe is the default)."""
 
 
 def default_blocks(depth: int) -> tuple[int, ...]:

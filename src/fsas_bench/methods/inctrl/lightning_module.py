@@ -60,9 +60,7 @@ class InCTRL(FewShotMethod):
     # --- evaluation -------------------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.names, variant=self.input)]
-        if not feats:
-            raise UserError("inctrl needs at least one prompt image: use --shots 1 or more")
+        feats = self.support_features(batches, self.names, self.input)
         self.prompt_tokens = _pool_prompts(self._tokens(feats)).to(self.device)
         self.prompt_embeddings = self._embeddings(feats).to(self.device)
         self.category_text = self.class_prototypes(category)

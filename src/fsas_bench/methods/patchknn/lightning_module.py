@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from fsas_bench.backbones import FeatureCache
-from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.patchknn.config import PatchKNNConfig, memory_taps
 from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
@@ -32,9 +31,7 @@ class PatchKNN(FewShotMethod):
         return [f"block{b}" for b in memory_taps(config.blocks, depth)]
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.names)]
-        if not feats:
-            raise UserError("patchknn needs at least one reference image: use --shots 1 or more")
+        feats = self.support_features(batches, self.names)
         self.model.set_memory({b: torch.cat([f[f"block{b}"] for f in feats]) for b in self.model.blocks})
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> MethodOutput:

@@ -30,16 +30,13 @@ class PatchKNNModel(nn.Module):
         """Store the reference memory: block → ``M × C`` tokens of all k references."""
         self.memory = {b: tokens[b] for b in self.blocks}
 
-    def grid_distances(self, tokens: dict[int, Tensor]) -> Tensor:
-        """Mean over blocks of each patch's distance to the memory: ``N`` patch tokens per block → ``h × w``."""
-        return memory_distance_grid([tokens[b] for b in self.blocks], [self.memory[b] for b in self.blocks])
-
     def forward(self, tokens: list[dict[int, Tensor]]) -> tuple[Tensor, Tensor]:
         """Maps ``B × S × S`` and image scores ``B`` for B queries (each block → ``N × C`` tokens).
 
         Queries are scored one at a time, so results do not depend on the batch composition.
         """
-        grids = torch.stack([self.grid_distances(t) for t in tokens])
+        memory = [self.memory[b] for b in self.blocks]
+        grids = torch.stack([memory_distance_grid([t[b] for b in self.blocks], memory) for t in tokens])
         maps = upsample_and_blur(grids, self.output_size, self.sigma)
         source = maps if self.image_score == "map_max" else grids
         return maps, source.flatten(1).amax(dim=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fsas_bench.methods.finegrainedad.config import RELEASED_PIPELINE, FineGrainedADConfig
 
@@ -14,12 +15,9 @@ class PromptADConfig(FineGrainedADConfig):
 
     mfsc_levels: str = "none"
     triplet_margin: float = 0.0
-
-    @classmethod
-    def faithful(cls, **changes: object) -> PromptADConfig:
-        """PromptAD's released settings: seed 111, fp16 (GPU only), the released taps and input pipeline, and image
-        scores from the separately trained CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no
-        attributes (no top-k)."""
-        preset = {"mode": "faithful", "seed": 111, "precision": "16-mixed", **RELEASED_PIPELINE,
-                  "image_score": "cls_prompts"}  # fmt: skip
-        return cls(**{**preset, **changes})
+    faithful_changes: ClassVar[dict[str, object]] = {
+        "seed": 111, "precision": "16-mixed", **RELEASED_PIPELINE, "image_score": "cls_prompts",
+    }  # fmt: skip
+    """PromptAD's released settings: seed 111, fp16 (GPU only), the released taps and input pipeline, and image
+    scores from the separately trained CLS prompts (``train_cls.py`` / ``test_cls.py``); its prompts carry no
+    attributes (no top-k)."""

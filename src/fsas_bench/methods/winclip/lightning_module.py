@@ -43,7 +43,7 @@ class WinCLIP(FewShotMethod):
         normal, anomalous = (self.cache.backbone.encode_text(sentences(name, states, templates))
                              for states in (NORMAL_STATES, ANOMALOUS_STATES))  # fmt: skip
         self.model.prototypes = text_prototypes(normal, anomalous, config.text_aggregation == "mean_normalised")
-        feats = [f for batch in batches for f in self.features(batch, self.names)]
+        feats = self.support_features(batches, self.names)
         memory_names = ["final_tokens", *(f"window{s}" for s in config.scales)]
         self.model.set_memory({n: torch.cat([f[n] for f in feats]) for n in memory_names} if feats else {})
 
