@@ -177,7 +177,7 @@ def test_method_batch_size_invariance(method, image_files):
 
 def test_method_one_shot_and_no_prompts(method, image_files):
     refs = image_files(1, seed=7, prefix="ref")
-    with pytest.raises(UserError, match="at least one prompt"):
+    with pytest.raises(UserError, match="at least one reference"):
         method.set_support([], "tile")
     method.set_support([refs], "tile")
     own = method.model(method.query_inputs(refs))
