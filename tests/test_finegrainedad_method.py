@@ -11,7 +11,8 @@ import torch
 
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad import FineGrainedADConfig
+from fsas_bench.methods.promptad import PromptADConfig
 from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 from tests.helpers import split_batch

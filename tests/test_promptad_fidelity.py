@@ -15,7 +15,8 @@ from torch import nn
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad import FineGrainedADConfig
+from fsas_bench.methods.promptad import PromptADConfig
 from fsas_bench.methods.finegrainedad.captions import load_caption_file
 from fsas_bench.methods.finegrainedad.losses import triplet_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import PromptLearner
