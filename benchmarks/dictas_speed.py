@@ -25,8 +25,9 @@ from torch.utils.data import default_collate
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods.dictas import DictAS, DictASConfig
-from fsas_bench.methods.dictas.prompts import text_prototypes
+from fsas_bench.methods.dictas.config import DictASConfig
+from fsas_bench.methods.dictas.lightning_module import DictAS
+from fsas_bench.methods.dictas.torch_model import text_prototypes
 from fsas_bench.methods.dictas.synthesis import texture_source
 from fsas_bench.methods.dictas.training_data import SyntheticAnomalyPairs
 

@@ -21,7 +21,8 @@ import torch
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods.inctrl import InCTRL, InCTRLConfig
+from fsas_bench.methods.inctrl.config import InCTRLConfig
+from fsas_bench.methods.inctrl.lightning_module import InCTRL
 
 SHOTS = (1, 2, 4)
 

@@ -16,7 +16,8 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.dictas import DictAS, DictASConfig
+from fsas_bench.methods.dictas.config import DictASConfig
+from fsas_bench.methods.dictas.lightning_module import DictAS
 from fsas_bench.methods.dictas import lightning_module as dictas_module
 from fsas_bench.methods.dictas.activation import cache_with_activation, model_activation, swap_activation
 from fsas_bench.methods.dictas.validation import target_validation_ap

@@ -11,8 +11,8 @@ import torch
 
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig
-from fsas_bench.methods.promptad import PromptADConfig
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
+from fsas_bench.methods.promptad.config import PromptADConfig
 from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 from tests.helpers import split_batch
@@ -77,8 +77,8 @@ def test_inference_is_batch_size_invariant_and_the_vision_branch_is_patchknn(tin
     knn = PatchKNNModel((1, 3), 64, 4.0, "map_max")
     ref_feats = method.features(refs, ["block1", "block3"])
     knn.set_memory({b: torch.cat([f[f"block{b}"] for f in ref_feats]) for b in (1, 3)})
-    for bank, block in zip(method.scorer.memory, (1, 3), strict=True):  # same bank, same distance code (ops)
-        assert torch.equal(bank.cpu(), knn.memory[block])
+    for bank, knn_bank in zip(method.scorer.memory, knn.memory, strict=True):  # same bank, same distance code (ops)
+        assert torch.equal(bank.cpu(), knn_bank)
     assert method.qformer is not None and not any(p.requires_grad for p in method.qformer.parameters())
     none = _method("finegrainedad", tiny_backbone, epochs=1, qformer="none")
     none.set_support([refs], "hex_nut")

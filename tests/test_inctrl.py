@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.inctrl import InCTRLConfig, InCTRLInputs, InCTRLModel, InCTRLOutput, default_blocks, inctrl_loss
+from fsas_bench.methods.inctrl.config import InCTRLConfig, default_blocks
+from fsas_bench.methods.inctrl.torch_model import InCTRLInputs, InCTRLModel, InCTRLOutput, inctrl_loss
 from fsas_bench.methods.inctrl.lightning_module import prompt_sentences
 from fsas_bench.methods.inctrl.torch_model import focal_on_probabilities, patch_residual
 from tests.helpers import split_batch

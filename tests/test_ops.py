@@ -53,8 +53,8 @@ def test_min_cosine_distance_batched_never_mixes_items_and_broadcasts_a_shared_m
     assert got.shape == got_shared.shape == (3, 2, 6)
     for b in range(3):
         for layer in range(2):
-            torch.testing.assert_close(got[b, layer], _loop_distance(q[b, layer], own[b, layer]), rtol=0, atol=1e-12)
-            torch.testing.assert_close(got_shared[b, layer], _loop_distance(q[b, layer], own[0, layer]), rtol=0, atol=1e-12)
+            for dist, memory in ((got, own[b, layer]), (got_shared, own[0, layer])):
+                torch.testing.assert_close(dist[b, layer], _loop_distance(q[b, layer], memory), rtol=0, atol=1e-12)
 
 
 def test_min_cosine_distance_zero_is_positive_zero():
@@ -77,7 +77,8 @@ def test_harmonic_mean_definition_and_zero_limit():
     values = torch.tensor([[2.0, 1.0], [4.0, 0.0], [4.0, 3.0]], dtype=torch.float64)
     torch.testing.assert_close(harmonic_mean(values)[0], torch.tensor(3 / (1 / 2 + 1 / 4 + 1 / 4), dtype=torch.float64))
     assert harmonic_mean(values)[1] == 0  # a zero value gives 0, never NaN
-    torch.testing.assert_close(harmonic_mean(values, eps=1.0)[1], torch.tensor(3 / (1 / 2 + 1 + 1 / 4), dtype=torch.float64))
+    with_eps = torch.tensor(3 / (1 / 2 + 1 + 1 / 4), dtype=torch.float64)
+    torch.testing.assert_close(harmonic_mean(values, eps=1.0)[1], with_eps)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.5, 6.0])
@@ -103,7 +104,8 @@ TAPS_TABLE = {
     "patchknn": {6: ("block1", "block3"), 12: ("block2", "block7"), 24: ("block5", "block15")},
     "finegrainedad": {6: ("block1", "block3"), 12: ("block2", "block7"), 24: ("block5", "block15")},
     "promptad": {6: ("block1", "block3"), 12: ("block2", "block7"), 24: ("block5", "block15")},
-    "inctrl": {6: ("block3", "block4", "block5"), 12: ("block6", "block8", "block10"), 24: ("block13", "block17", "block21")},
+    "inctrl": {6: ("block3", "block4", "block5"), 12: ("block6", "block8", "block10"),
+               24: ("block13", "block17", "block21")},
     "dictas": {6: ("block1", "block2", "block4", "block5"), 12: ("block2", "block5", "block8", "block11"),
                24: ("block5", "block11", "block17", "block23")},
 }  # fmt: skip

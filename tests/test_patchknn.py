@@ -9,7 +9,8 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
 from fsas_bench.methods.ops import memory_distance_grid
-from fsas_bench.methods.patchknn import PatchKNNConfig, PatchKNNModel
+from fsas_bench.methods.patchknn.config import PatchKNNConfig
+from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from tests.helpers import split_batch
 
 

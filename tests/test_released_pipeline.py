@@ -19,8 +19,8 @@ from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig
-from fsas_bench.methods.promptad import PromptADConfig
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
+from fsas_bench.methods.promptad.config import PromptADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.vv_attention import vv_patch_tokens
 from fsas_bench.methods.inctrl.lightning_module import InCTRLConfig

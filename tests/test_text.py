@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from fsas_bench.methods.dictas.prompts import ABNORMAL_STATES, text_probability
+from fsas_bench.methods.dictas.torch_model import text_probability
 from fsas_bench.methods.inctrl.lightning_module import prompt_sentences
 from fsas_bench.methods.inctrl.torch_model import text_score
 from fsas_bench.methods.text import (
-    ANOMALOUS_STATES, CLIP_LOGIT_SCALE, NORMAL_STATES, WINCLIP_TEMPLATES, anomaly_probability, class_name, sentences,
+    ANOMALOUS_STATES, CLIP_LOGIT_SCALE, DICTAS_ABNORMAL_STATES, DICTAS_TEMPLATES, NORMAL_STATES, WINCLIP_TEMPLATES, anomaly_probability, class_name, sentences,
     text_prototypes,
 )  # fmt: skip
 
@@ -20,7 +20,7 @@ from fsas_bench.methods.text import (
 def test_state_words_are_the_published_lists() -> None:
     assert len(NORMAL_STATES) == 7 and NORMAL_STATES[0] == "{}" and "{} without defect" in NORMAL_STATES
     assert ANOMALOUS_STATES == ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
-    assert ABNORMAL_STATES == ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+    assert len(DICTAS_TEMPLATES) == 35 and DICTAS_ABNORMAL_STATES == ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
     assert len(WINCLIP_TEMPLATES["winclip22"]) == 22 and len(WINCLIP_TEMPLATES["anomalib21"]) == 21
 
 

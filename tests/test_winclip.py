@@ -9,7 +9,8 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.backbones.clip import sliding_windows
 from fsas_bench.methods import get_method
 from fsas_bench.methods.ops import harmonic_mean
-from fsas_bench.methods.winclip import WinCLIPConfig, WindowAggregator
+from fsas_bench.methods.winclip.config import WinCLIPConfig
+from fsas_bench.methods.winclip.torch_model import WindowAggregator
 from fsas_bench.methods.text import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES, sentences
 from tests.helpers import split_batch
 

@@ -1,13 +1,16 @@
 """The CLIP text toolkit of the methods: state words, the class-name rule, sentence ensembles, two-way text
-prototypes (one layout, ``2 × D``: normal row, anomalous row) and the two-way anomaly probability."""
+prototypes (one layout, ``2 × D``: normal row, anomalous row), the two-way anomaly probability, and the frozen
+open_clip text tower run on assembled token embeddings (soft prompts, with gradients)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
+import open_clip
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 CLIP_LOGIT_SCALE = 100.0
 """CLIP's logit scale exp(t) (trained to its cap 100): the factor of cosine similarities in the two-way softmax
@@ -44,6 +47,22 @@ WINCLIP_TEMPLATES = {
     ),
 }  # fmt: skip
 """WinCLIP's template lists by name (InCTRL's text prior uses ``winclip22``)."""
+DICTAS_ABNORMAL_STATES = (ANOMALOUS_STATES[0], "broken {}", *ANOMALOUS_STATES[1:])
+"""DictAS's anomalous states: WinCLIP's with "broken {}" second, as released."""
+DICTAS_TEMPLATES = (
+    "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of the {}.", "a photo of my {}.",
+    "a photo of the cool {}.", "a close-up photo of a {}.", "a black and white photo of the {}.",
+    "a bright photo of the {}.", "a cropped photo of a {}.", "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.", "a photo of one {}.",
+    "a close-up photo of the {}.", "a photo of a {}.", "a low resolution photo of a {}.", "a photo of a large {}.",
+    "a blurry photo of a {}.", "a jpeg \\ photo of the {}.", "a good photo of a {}.", "a photo of the small {}.",
+    "a photo of the large {}.", "a black and white photo of a {}.", "a dark photo of a {}.",
+    "a photo of a cool {}.", "a photo of a small {}.", "there is a {} in the scene.",
+    "there is the {} in the scene.", "this is a {} in the scene.", "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)  # fmt: skip
+"""DictAS's 35 templates (template 23 keeps its literal backslash, as the official list)."""
 
 
 def class_name(category: str, overrides: Sequence[tuple[str, str]] = ()) -> str:
@@ -68,3 +87,37 @@ def text_prototypes(normal: Tensor, anomalous: Tensor, normalise: bool = True) -
 def anomaly_probability(similarity: Tensor, logit_scale: float | Tensor) -> Tensor:
     """softmax(logit_scale · [s_n, s_a])[anomalous] of ``... × 2`` similarities to (t_n, t_a) → ``...``."""
     return (logit_scale * similarity).softmax(dim=-1)[..., 1]
+
+
+def tokenize(model: nn.Module, arch: str, sentences: list[str]) -> Tensor:
+    """``T × L`` token ids of ``sentences`` at the model's context length."""
+    return _tokenizer(arch)(sentences, context_length=model.context_length)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(arch: str) -> open_clip.tokenizer.SimpleTokenizer:
+    """The architecture's tokenizer, built once (building it reads the BPE vocabulary)."""
+    return open_clip.get_tokenizer(arch)
+
+
+def token_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
+    """Frozen ``T × L × W`` token embeddings of ``tokens`` (the prompt learner's fixed parts)."""
+    with torch.no_grad():
+        return model.token_embedding(tokens.to(model.token_embedding.weight.device)).float()
+
+
+def encode_embedded_prompts(model: nn.Module, embeddings: Tensor, tokens: Tensor) -> Tensor:
+    """Raw (unnormalised) ``T × D`` text features of ``T × L × W`` token embeddings.
+
+    The same computation as upstream ``CLIP.encode_text`` after its embedding lookup: positional embedding,
+    causal transformer, ``ln_final``, pooling at each row's EOT (the argmax of ``tokens``), projection.
+    Gradients flow to ``embeddings``; the tower's weights stay frozen.
+    """
+    x = embeddings + model.positional_embedding.to(embeddings.dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1).to(x.device)]
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, nn.Linear) else x @ projection

@@ -84,7 +84,8 @@ class DictASConfig(MethodConfig):
     data_workers: int = 1
     target_leakage: bool = field(init=False, default=False)
     embedded_schedule: ClassVar[dict[str, object]] = {
-        "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256, "paste_size": 256,
+        "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256,
+        "paste_size": 256,
     }  # fmt: skip
     faithful_changes: ClassVar[dict[str, object]] = {
         "activation": "gelu", "official_overrides": True, "image_score": "official_transductive",

@@ -21,9 +21,10 @@ from fsas_bench.methods.dictas.augment import rotate_reflect
 from fsas_bench.methods.dictas.config import DictASConfig
 from fsas_bench.methods.dictas.losses import lookup_losses, patch_masks, tac_losses
 from fsas_bench.methods.dictas.overrides import SCREW_ROTATIONS, InferenceSettings, official_settings
-from fsas_bench.methods.dictas.prompts import text_probability, text_prototypes
 from fsas_bench.methods.dictas.synthesis import texture_source
-from fsas_bench.methods.dictas.torch_model import DictASHead, ReferenceDictionary, anomaly_grids, render_maps
+from fsas_bench.methods.dictas.torch_model import (
+    DictASHead, ReferenceDictionary, anomaly_grids, render_maps, text_probability, text_prototypes,
+)  # fmt: skip
 from fsas_bench.methods.dictas.training_data import SyntheticAnomalyPairs
 from fsas_bench.methods.dictas.validation import target_validation_ap
 from fsas_bench.methods.ops import grid_side

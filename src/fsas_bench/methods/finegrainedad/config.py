@@ -100,8 +100,8 @@ class FineGrainedADConfig(MethodConfig):
         "pre_resize": NON_NEGATIVE_INT,
     }  # fmt: skip
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
-        "mfsc_levels": MFSC_LEVELS, "qformer": QFORMER_CHOICES, "memory_tap": MEMORY_TAPS,
-        "mlsa_regions": MLSA_REGIONS, "image_score": IMAGE_SCORE_CHOICES, "candidate_overflow": CANDIDATE_OVERFLOW_CHOICES,
+        "mfsc_levels": MFSC_LEVELS, "qformer": QFORMER_CHOICES, "memory_tap": MEMORY_TAPS, "mlsa_regions": MLSA_REGIONS,
+        "image_score": IMAGE_SCORE_CHOICES, "candidate_overflow": CANDIDATE_OVERFLOW_CHOICES,
     }  # fmt: skip
     embedded_schedule: ClassVar[dict[str, object]] = {"captions": "synthetic", "epochs": 8, "hires_factor": 2}
     """The embedded synthetic sets: their shipped caption file, 8 epochs and a 2 × 2-tile MLSA view (CPU budget)."""
@@ -115,9 +115,8 @@ class FineGrainedADConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.image_score == "cls_prompts" and self.mfsc_levels != "none":
-            raise UserError(
-                f"{type(self).__name__}.image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts"
-            )
+            name = type(self).__name__
+            raise UserError(f"{name}.image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts")
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:

@@ -82,15 +82,12 @@ class FineGrainedAD(FewShotMethod):
         device = self.cache.backbone.mean.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.train_seed)
-            families = build_families(
-                record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab
-            )
-            model = self.cache.backbone.model
+            families = build_families(record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab)
             self.learner = self.prompt_learner(families, config.n_pro).to(device)
             self.qformer = None
             if len(families) > 1 and config.qformer == "random_frozen":
                 dtype = QFORMER_DTYPES.get(config.precision, torch.float32)
-                qformer = QueryFormer(len(families), model.visual.output_dim, dtype=dtype)
+                qformer = QueryFormer(len(families), self.cache.backbone.model.visual.output_dim, dtype=dtype)
                 self.qformer = qformer.float().to(device).requires_grad_(False)
             self._shot_tokens = F.normalize(torch.stack([f["vv_tokens"] for f in feats]), dim=-1).to(device)
             self._log_prompts(category, record, families, len(feats))

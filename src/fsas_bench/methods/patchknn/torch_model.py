@@ -24,19 +24,18 @@ class PatchKNNModel(nn.Module):
         self.output_size = output_size
         self.sigma = sigma
         self.image_score = image_score
-        self.memory: dict[int, Tensor] = {}
+        self.memory: list[Tensor] = []
 
     def set_memory(self, tokens: dict[int, Tensor]) -> None:
-        """Store the reference memory: block → ``M × C`` tokens of all k references."""
-        self.memory = {b: tokens[b] for b in self.blocks}
+        """Store the reference memory: block → ``M × C`` tokens of all k references (kept in block order)."""
+        self.memory = [tokens[b] for b in self.blocks]
 
     def forward(self, tokens: list[dict[int, Tensor]]) -> tuple[Tensor, Tensor]:
         """Maps ``B × S × S`` and image scores ``B`` for B queries (each block → ``N × C`` tokens).
 
         Queries are scored one at a time, so results do not depend on the batch composition.
         """
-        memory = [self.memory[b] for b in self.blocks]
-        grids = torch.stack([memory_distance_grid([t[b] for b in self.blocks], memory) for t in tokens])
+        grids = torch.stack([memory_distance_grid([t[b] for b in self.blocks], self.memory) for t in tokens])
         maps = upsample_and_blur(grids, self.output_size, self.sigma)
         source = maps if self.image_score == "map_max" else grids
         return maps, source.flatten(1).amax(dim=1)
