@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.inctrl.config import InCTRLConfig, default_blocks
+from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.methods.inctrl.torch_model import InCTRLInputs, InCTRLModel, InCTRLOutput, inctrl_loss
 from fsas_bench.methods.inctrl.lightning_module import prompt_sentences
 from fsas_bench.methods.inctrl.torch_model import focal_on_probabilities, patch_residual
@@ -66,8 +66,8 @@ def test_registration_and_default_taps():
     assert [cls.auxiliary_dataset(d) for d in ("synthetic", "mvtec", "visa", "elpv")] == [
         "synthetic-aux", "visa", "mvtec", "mvtec"
     ]  # fmt: skip
-    assert default_blocks(12) == (6, 8, 10)  # blocks 7, 9, 11 (1-indexed) as released
-    assert default_blocks(6) == (3, 4, 5)
+    assert InCTRLConfig().taps(12) == (6, 8, 10)  # blocks 7, 9, 11 (1-indexed) as released
+    assert InCTRLConfig().taps(6) == (3, 4, 5)
 
 
 def test_patch_residual_is_the_mean_over_layers_of_the_nearest_prompt_patch():

@@ -23,6 +23,7 @@ from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.synthetic import SYNTHETIC_DATASETS
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
+from fsas_bench.methods.ops import scaled_taps
 from fsas_bench.numbers import MAX_SEED
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 
@@ -76,6 +77,9 @@ class MethodConfig:
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     embedded_schedule: ClassVar[dict[str, Any]] = {}
     faithful_changes: ClassVar[dict[str, Any]] = {}
+    paper_taps: ClassVar[tuple[int, ...]] = ()
+    """The 1-indexed blocks whose tokens the method reads as published, on a ``paper_depth``-block ViT."""
+    paper_depth: ClassVar[int] = 12
 
     def __post_init__(self) -> None:
         for name, limit in self.limits.items():
@@ -87,6 +91,11 @@ class MethodConfig:
             if value not in allowed:
                 options = " or ".join(allowed) if len(allowed) == 2 else "one of " + ", ".join(allowed)
                 raise UserError(f"{type(self).__name__}.{name} '{value}' is unknown: use {options}")
+
+    def taps(self, depth: int) -> tuple[int, ...]:
+        """0-based block taps on a ``depth``-block backbone: the ``blocks`` field when set, else :attr:`paper_taps`
+        scaled by :func:`~fsas_bench.methods.ops.scaled_taps` (the published taps at the published depth)."""
+        return getattr(self, "blocks", ()) or scaled_taps(self.paper_taps, self.paper_depth, depth)
 
     @property
     def transductive(self) -> bool:

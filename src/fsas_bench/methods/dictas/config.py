@@ -12,7 +12,6 @@ from fsas_bench.methods.base import (
 from fsas_bench.methods.dictas.activation import ACTIVATIONS
 from fsas_bench.methods.dictas.overrides import OFFICIAL_MODES, canonical_dataset, official_dataset_for
 from fsas_bench.methods.dictas.training_data import SynthesisSettings
-from fsas_bench.methods.ops import scaled_taps
 from fsas_bench.numbers import strict_int
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
@@ -87,6 +86,8 @@ class DictASConfig(MethodConfig):
         "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256,
         "paste_size": 256,
     }  # fmt: skip
+    paper_taps: ClassVar[tuple[int, ...]] = PAPER_TAPS
+    paper_depth: ClassVar[int] = 24
     faithful_changes: ClassVar[dict[str, object]] = {
         "activation": "gelu", "official_overrides": True, "image_score": "official_transductive",
         "vgen_freeze": "val_trigger",
@@ -164,8 +165,3 @@ class DictASConfig(MethodConfig):
     def uses_text(self) -> bool:
         """Whether the image score reads the text probability (and so the global embedding)."""
         return self.image_score != "map_max"
-
-    def taps(self, depth: int) -> tuple[int, ...]:
-        """``blocks`` if given, else the ends of the four depth quarters (:data:`PAPER_TAPS` scaled to ``depth``:
-        (5, 11, 17, 23) for 24 blocks, DictAS's layers 6, 12, 18, 24; (1, 2, 4, 5) for the 6-block test backbone)."""
-        return self.blocks or scaled_taps(PAPER_TAPS, 24, depth)

@@ -12,6 +12,7 @@ from fsas_bench.methods.base import BELOW_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, P
 from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
 from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS
 from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS
+from fsas_bench.methods.patchknn.config import PROMPTAD_TAPS
 
 QFORMER_CHOICES = ("random_frozen", "none")
 IMAGE_SCORE_CHOICES = ("segmentation_prompts", "cls_prompts")
@@ -103,6 +104,7 @@ class FineGrainedADConfig(MethodConfig):
         "mfsc_levels": MFSC_LEVELS, "qformer": QFORMER_CHOICES, "memory_tap": MEMORY_TAPS, "mlsa_regions": MLSA_REGIONS,
         "image_score": IMAGE_SCORE_CHOICES, "candidate_overflow": CANDIDATE_OVERFLOW_CHOICES,
     }  # fmt: skip
+    paper_taps: ClassVar[tuple[int, ...]] = PROMPTAD_TAPS
     embedded_schedule: ClassVar[dict[str, object]] = {"captions": "synthetic", "epochs": 8, "hires_factor": 2}
     """The embedded synthetic sets: their shipped caption file, 8 epochs and a 2 × 2-tile MLSA view (CPU budget)."""
     faithful_changes: ClassVar[dict[str, object]] = {

@@ -26,7 +26,6 @@ from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, Prom
 from fsas_bench.methods.finegrainedad.prompts import build_families, rendered_strings
 from fsas_bench.methods.finegrainedad.regions import region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
-from fsas_bench.methods.patchknn.config import memory_taps
 from fsas_bench.methods.registry import register_method
 from fsas_bench.names import child_path
 from fsas_bench.trainer import quiet_trainer, quiet_warnings
@@ -46,7 +45,7 @@ class FineGrainedAD(FewShotMethod):
 
     def __init__(self, config: FineGrainedADConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        self.blocks = memory_taps(config.blocks, cache.backbone.depth)
+        self.blocks = config.taps(cache.backbone.depth)
         self.tap_names = self.names[: len(self.blocks)]
         self.shot_input = Preprocess(pre_resize=config.pre_resize)
         self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
@@ -65,7 +64,7 @@ class FineGrainedAD(FewShotMethod):
     def feature_names(cls, config: FineGrainedADConfig, depth: int) -> list[str]:
         """The memory taps (``block{i}`` or ``released_tap{i}``), then ``embedding`` and ``vv_tokens``."""
         kind = "block" if config.memory_tap == "block" else "released_tap"
-        return [*(f"{kind}{b}" for b in memory_taps(config.blocks, depth)), "embedding", "vv_tokens"]
+        return [*(f"{kind}{b}" for b in config.taps(depth)), "embedding", "vv_tokens"]
 
     @property
     def tau(self) -> Tensor:

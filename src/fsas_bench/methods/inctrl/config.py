@@ -9,7 +9,6 @@ from typing import ClassVar
 from fsas_bench.backbones.clip import RESIZE_RULES
 from fsas_bench.methods.base import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Limit, MethodConfig
 from fsas_bench.methods.inctrl.torch_model import HEAD_DTYPES, LOSSES, PIXEL_MAPS
-from fsas_bench.methods.ops import scaled_taps
 
 PAPER_BLOCKS = (7, 9, 11)
 """The 1-indexed blocks of the 12-block ViT-B-16-plus-240 whose patch tokens InCTRL compares."""
@@ -20,7 +19,8 @@ class InCTRLConfig(MethodConfig):
     """InCTRL settings (recorded in ``method_cfg_hash``; benchmark defaults = the released training recipe).
 
     Attributes:
-        blocks: 0-based block taps; empty = :func:`default_blocks` ((6, 8, 10) for 12 blocks).
+        blocks: 0-based block taps; empty = :data:`PAPER_BLOCKS` scaled by depth ((6, 8, 10) for 12 blocks, (3, 4, 5)
+            for the 6-block fsas-tiny, (13, 17, 21) for 24 blocks).
         epochs: training epochs (10 as released; 6 = the checkpoint the authors picked).
         steps_per_epoch: batches per epoch (100).
         batch_size: queries per batch, half normal and half anomalous (16).
@@ -70,11 +70,6 @@ class InCTRLConfig(MethodConfig):
     """2 epochs × 15 steps of 32 queries on the embedded synthetic sets (CPU budget; the same 960 queries as 30
     steps of 16, but 16 + 16 per batch: with 8 + 8 the BatchNorm statistics and Adam steps at lr 1e-3 made
     training amplify float rounding ~1e4-fold, see benchmarks/embedded_stability.py)."""
+    paper_taps: ClassVar[tuple[int, ...]] = PAPER_BLOCKS
     faithful_changes: ClassVar[dict[str, object]] = {"preprocess": "resize_centercrop", "head_dtype": "float32"}
     """The released code's Resize + CenterCrop input and float32 heads (the recipe is the default)."""
-
-
-def default_blocks(depth: int) -> tuple[int, ...]:
-    """InCTRL's taps scaled by depth (:func:`~fsas_bench.methods.ops.scaled_taps` of :data:`PAPER_BLOCKS`):
-    12 blocks → (6, 8, 10) exactly as released; 6 blocks (``fsas-tiny``) → (3, 4, 5); 24 blocks → (13, 17, 21)."""
-    return scaled_taps(PAPER_BLOCKS, 12, depth)

@@ -15,7 +15,7 @@ from fsas_bench.backbones import BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
-from fsas_bench.methods.inctrl.config import InCTRLConfig, default_blocks
+from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.methods.inctrl.released import load_released
 from fsas_bench.methods.inctrl.torch_model import HEAD_DTYPES, InCTRLInputs, InCTRLModel, inctrl_loss
@@ -43,7 +43,7 @@ class InCTRL(FewShotMethod):
         super().__init__(config, cache)
         self.input = Preprocess(resize=config.preprocess)
         backbone = cache.backbone
-        self.blocks = config.blocks or default_blocks(backbone.depth)
+        self.blocks = config.taps(backbone.depth)
         embed_dim = backbone.model.visual.output_dim
         self.model = InCTRLModel(embed_dim, backbone.grid, backbone.image_size, config.map_sigma, config.pixel_map)
         self.model.to(HEAD_DTYPES[config.head_dtype])
@@ -55,7 +55,7 @@ class InCTRL(FewShotMethod):
 
     @classmethod
     def feature_names(cls, config: InCTRLConfig, depth: int) -> list[str]:
-        return [*(f"block{b}" for b in config.blocks or default_blocks(depth)), "embedding"]
+        return [*(f"block{b}" for b in config.taps(depth)), "embedding"]
 
     # --- evaluation -------------------------------------------------------------------------------------
 

@@ -6,15 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fsas_bench.methods.base import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Limit, MethodConfig
-from fsas_bench.methods.ops import scaled_taps
 
 PROMPTAD_TAPS = (3, 8)
 """The 1-indexed blocks of a 12-block ViT whose tokens PromptAD's (and FineGrainedAD's) memory bank holds."""
-
-
-def memory_taps(blocks: tuple[int, ...], depth: int) -> tuple[int, ...]:
-    """``blocks`` if given, else :data:`PROMPTAD_TAPS` scaled to ``depth`` ((2, 7) for 12 blocks, 0-based)."""
-    return blocks or scaled_taps(PROMPTAD_TAPS, 12, depth)
 
 
 @dataclass(frozen=True)
@@ -22,7 +16,7 @@ class PatchKNNConfig(MethodConfig):
     """Patch-kNN settings (recorded in ``method_cfg_hash``).
 
     Attributes:
-        blocks: 0-based block taps; empty = :func:`memory_taps` ((2, 7) for a 12-block ViT, PromptAD's).
+        blocks: 0-based block taps; empty = :data:`PROMPTAD_TAPS` scaled by depth ((2, 7) for a 12-block ViT).
         output_size: side of the output map in pixels.
         sigma: Gaussian σ at the output size.
         image_score: ``map_max`` or ``grid_max``.
@@ -36,3 +30,4 @@ class PatchKNNConfig(MethodConfig):
         "blocks": NON_NEGATIVE_INT.each(), "output_size": POSITIVE_INT, "sigma": NON_NEGATIVE,
     }  # fmt: skip
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"image_score": ("map_max", "grid_max")}
+    paper_taps: ClassVar[tuple[int, ...]] = PROMPTAD_TAPS

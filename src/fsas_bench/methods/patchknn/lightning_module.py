@@ -8,7 +8,7 @@ import torch
 
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
-from fsas_bench.methods.patchknn.config import PatchKNNConfig, memory_taps
+from fsas_bench.methods.patchknn.config import PatchKNNConfig
 from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from fsas_bench.methods.registry import register_method
 
@@ -23,12 +23,11 @@ class PatchKNN(FewShotMethod):
 
     def __init__(self, config: PatchKNNConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        blocks = memory_taps(config.blocks, cache.backbone.depth)
-        self.model = PatchKNNModel(blocks, config.output_size, config.sigma, config.image_score)
+        self.model = PatchKNNModel(config.taps(cache.backbone.depth), config.output_size, config.sigma, config.image_score)
 
     @classmethod
     def feature_names(cls, config: PatchKNNConfig, depth: int) -> list[str]:
-        return [f"block{b}" for b in memory_taps(config.blocks, depth)]
+        return [f"block{b}" for b in config.taps(depth)]
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         feats = self.support_features(batches, self.names)
