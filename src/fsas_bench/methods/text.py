@@ -84,8 +84,11 @@ def text_prototypes(normal: Tensor, anomalous: Tensor, normalise: bool = True) -
     return torch.stack([F.normalize(F.normalize(s, dim=-1).mean(0), dim=-1) for s in (normal, anomalous)])
 
 
-def anomaly_probability(similarity: Tensor, logit_scale: float | Tensor) -> Tensor:
-    """softmax(logit_scale · [s_n, s_a])[anomalous] of ``... × 2`` similarities to (t_n, t_a) → ``...``."""
+def anomaly_probability(similarity: Tensor, logit_scale: float | Tensor = 1.0) -> Tensor:
+    """softmax(logit_scale · [s_n, s_a])[anomalous] of ``... × 2`` similarities to (t_n, t_a) → ``...``.
+
+    Callers whose released code scales before a matmul or divides by a temperature pass those logits with the
+    default scale 1 (an exact no-op), so every method keeps its released rounding."""
     return (logit_scale * similarity).softmax(dim=-1)[..., 1]
 
 

@@ -282,4 +282,4 @@ def text_prototypes(backbone: ClipBackbone, category: str) -> Tensor:
 
 def text_probability(embeddings: Tensor, prototypes: Tensor) -> Tensor:
     """p_text = softmax(100·ê·T_c)[abnormal] of ``B × D`` global image embeddings and ``D × 2`` prototypes."""
-    return anomaly_probability(F.normalize(embeddings, dim=-1) @ prototypes.to(embeddings), CLIP_LOGIT_SCALE)
+    return anomaly_probability(CLIP_LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ prototypes.to(embeddings))

@@ -76,7 +76,7 @@ class WinCLIPModel(nn.Module):
         """Anomalous probability softmax(cos(f, [t_n, t_a]) / T)[1] of ``... × D`` embeddings (``prototypes``:
         the ``2 × D`` text prototypes)."""
         cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.prototypes.to(embeddings), dim=-1).T
-        return anomaly_probability(cos, 1.0 / self.temperature)
+        return anomaly_probability(cos / self.temperature)
 
     def score_one(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Patch-grid map ``h × w`` and image score of one query."""
