@@ -25,8 +25,9 @@ from torch.utils.data import default_collate
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods.dictas import DictAS, DictASConfig
-from fsas_bench.methods.dictas.prompts import text_prototypes
+from fsas_bench.methods.dictas.config import DictASConfig
+from fsas_bench.methods.dictas.lightning_module import DictAS
+from fsas_bench.methods.dictas.torch_model import text_prototypes
 from fsas_bench.methods.dictas.synthesis import texture_source
 from fsas_bench.methods.dictas.training_data import SyntheticAnomalyPairs
 
@@ -94,7 +95,7 @@ def main() -> None:
     for cached in (True, False):
         method = DictAS(DictASConfig(cache_reference_kv=cached), cache).eval().to(args.device)
         for query in queries:
-            method.features(query, method.feature_names)  # backbone features cached for both runs
+            method.features(query, method.names)  # backbone features cached for both runs
         results[cached] = inference_ms(method, support, queries, args.device)
     build, with_cache = results[True]
     without = results[False][1]

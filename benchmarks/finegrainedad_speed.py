@@ -61,7 +61,7 @@ def main() -> None:
             method = cls(config, cache)
             _sync(args.device)
             start = time.perf_counter()
-            method.features(support, method.feature_names)
+            method.features(support, method.names)
             if config.mfsc_levels == "full":
                 for path, sha in zip(support["path"], support["sha"], strict=True):
                     hires_vv_tokens(backbone, path, sha, config.hires_factor)
@@ -74,7 +74,7 @@ def main() -> None:
             queries = [_batch([s]) for s in test]
             start = time.perf_counter()
             for q in queries:
-                method.features(q, method.feature_names)
+                method.features(q, method.names)
             _sync(args.device)
             query_encode = (time.perf_counter() - start) / len(queries)
             start = time.perf_counter()

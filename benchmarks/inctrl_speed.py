@@ -21,7 +21,8 @@ import torch
 from fsas_bench.backbones import FeatureCache, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule
 from fsas_bench.data.registry import load_dataset
-from fsas_bench.methods.inctrl import InCTRL, InCTRLConfig
+from fsas_bench.methods.inctrl.config import InCTRLConfig
+from fsas_bench.methods.inctrl.lightning_module import InCTRL
 
 SHOTS = (1, 2, 4)
 
@@ -57,7 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     batches = list(data.predict_dataloader())
     for batch in batches:
-        method.features(batch, method.feature_names)
+        method.features(batch, method.names)
     _sync(args.device)
     print(f"encoding: {1000 * (time.perf_counter() - start) / len(query):.1f} ms per image (once per run)")
     support = list(data.support_dataloader())
@@ -76,7 +77,7 @@ def main() -> None:
 
     pool = FSASDataModule(auxiliary.samples, [], batch_size=8).predict_dataloader()
     for batch in pool:  # encode the auxiliary images once, so that steps are timed from cached features
-        method.features(batch, method.feature_names)
+        method.features(batch, method.names)
     for shot in SHOTS:
         L.seed_everything(0, verbose=False)
         trainee = InCTRL(InCTRLConfig(epochs=1, steps_per_epoch=args.steps), cache)

@@ -33,7 +33,10 @@ class ToyAuxiliary(FewShotMethod):
     fit_scope = "auxiliary"
     config_cls = ToyConfig
     auxiliary_datasets = {"synthetic": "synthetic-aux"}
-    feature_names = ["embedding"]
+
+    @classmethod
+    def feature_names(cls, config: ToyConfig, depth: int) -> list[str]:
+        return ["embedding"]
 
     def __init__(self, config: ToyConfig, cache: Any) -> None:
         super().__init__(config, cache)

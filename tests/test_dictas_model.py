@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from fsas_bench.methods.dictas.losses import lookup_losses, patch_masks
-from fsas_bench.methods.dictas.sparsemax import sparsemax
+from fsas_bench.methods.dictas.torch_model import sparsemax
 from fsas_bench.methods.dictas.torch_model import (
     AttnBlock,
     DictASHead,

@@ -16,10 +16,10 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.dictas import DictAS, DictASConfig
+from fsas_bench.methods.dictas.config import DictASConfig
+from fsas_bench.methods.dictas.lightning_module import DictAS
 from fsas_bench.methods.dictas import lightning_module as dictas_module
 from fsas_bench.methods.dictas.activation import cache_with_activation, model_activation, swap_activation
-from fsas_bench.methods.dictas.lightning_module import quarter_taps
 from fsas_bench.methods.dictas.validation import target_validation_ap
 from fsas_bench.metrics.category import score_maps
 from fsas_bench.runner.sweep import Sweep, SweepSpec
@@ -52,9 +52,9 @@ def test_registration_and_default_taps(tiny_backbone):
     cls = get_method("dictas")
     assert cls is DictAS and cls.fit_scope == "auxiliary"
     assert [cls.auxiliary_dataset(t) for t in ("synthetic", "visa", "mvtec", "btad")] == ["synthetic-aux", "mvtec", "visa", "visa"]
-    assert quarter_taps(24) == (5, 11, 17, 23) and quarter_taps(12) == (2, 5, 8, 11)
+    assert DictASConfig().taps(24) == (5, 11, 17, 23) and DictASConfig().taps(12) == (2, 5, 8, 11)
     method = cls(DictASConfig(), FeatureCache(tiny_backbone))
-    assert method.blocks == (1, 2, 4, 5) and method.feature_names == ["block1", "block2", "block4", "block5"]
+    assert method.blocks == (1, 2, 4, 5) and method.names == ["block1", "block2", "block4", "block5"]
     assert all(k.startswith("head.") for k in method.state_dict())
 
 

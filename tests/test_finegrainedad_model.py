@@ -22,7 +22,7 @@ from fsas_bench.methods.finegrainedad.losses import match_loss, total_loss, trip
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
 from fsas_bench.methods.finegrainedad.prompts import build_families, render
 from fsas_bench.methods.finegrainedad.regions import dpc_knn, effective_k, region_weights
-from fsas_bench.methods.finegrainedad.text_encoder import encode_embedded_prompts, token_embeddings, tokenize
+from fsas_bench.methods.text import encode_embedded_prompts, token_embeddings, tokenize
 from fsas_bench.methods.finegrainedad.torch_model import QueryFormer, harmonic, text_anomaly
 
 MVTEC = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",

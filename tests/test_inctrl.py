@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.inctrl import InCTRLConfig, InCTRLInputs, InCTRLModel, InCTRLOutput, default_blocks, inctrl_loss
+from fsas_bench.methods.inctrl.config import InCTRLConfig
+from fsas_bench.methods.inctrl.torch_model import InCTRLInputs, InCTRLModel, InCTRLOutput, inctrl_loss
 from fsas_bench.methods.inctrl.lightning_module import prompt_sentences
 from fsas_bench.methods.inctrl.torch_model import focal_on_probabilities, patch_residual
 from tests.helpers import split_batch
@@ -65,8 +66,8 @@ def test_registration_and_default_taps():
     assert [cls.auxiliary_dataset(d) for d in ("synthetic", "mvtec", "visa", "elpv")] == [
         "synthetic-aux", "visa", "mvtec", "mvtec"
     ]  # fmt: skip
-    assert default_blocks(12) == (6, 8, 10)  # blocks 7, 9, 11 (1-indexed) as released
-    assert default_blocks(6) == (3, 4, 5)
+    assert InCTRLConfig().taps(12) == (6, 8, 10)  # blocks 7, 9, 11 (1-indexed) as released
+    assert InCTRLConfig().taps(6) == (3, 4, 5)
 
 
 def test_patch_residual_is_the_mean_over_layers_of_the_nearest_prompt_patch():
@@ -177,7 +178,7 @@ def test_method_batch_size_invariance(method, image_files):
 
 def test_method_one_shot_and_no_prompts(method, image_files):
     refs = image_files(1, seed=7, prefix="ref")
-    with pytest.raises(UserError, match="at least one prompt"):
+    with pytest.raises(UserError, match="at least one reference"):
         method.set_support([], "tile")
     method.set_support([refs], "tile")
     own = method.model(method.query_inputs(refs))

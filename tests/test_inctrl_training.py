@@ -14,7 +14,7 @@ from fsas_bench.backbones import FeatureCache
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.inctrl import InCTRLConfig
+from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 

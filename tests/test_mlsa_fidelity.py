@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig, lightning_module
+from fsas_bench.methods.finegrainedad import lightning_module
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
 from fsas_bench.methods.finegrainedad.regions import effective_k, region_weights, released_partition
 
 QUIRKS = ("a", "b", "c", "d", "e")

@@ -8,7 +8,9 @@ import torch
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.patchknn import PatchKNNConfig, PatchKNNModel
+from fsas_bench.methods.ops import memory_distance_grid
+from fsas_bench.methods.patchknn.config import PatchKNNConfig
+from fsas_bench.methods.patchknn.torch_model import PatchKNNModel
 from tests.helpers import split_batch
 
 
@@ -32,7 +34,8 @@ def test_grid_distance_is_mean_over_blocks_of_min_over_memory():
     expected = torch.stack(
         [torch.stack([min((1 - cos(q, m, dim=0)) / 2 for m in memory[b]) for q in query[b]]) for b in (0, 2)]
     ).mean(0)
-    torch.testing.assert_close(model.grid_distances(query).flatten(), expected, rtol=0, atol=1e-6)
+    grid = memory_distance_grid([query[0], query[2]], [memory[0], memory[2]])
+    torch.testing.assert_close(grid.flatten(), expected, rtol=0, atol=1e-6)
     maps, scores = model([query])
     assert maps.shape == (1, 8, 8) and scores.item() == pytest.approx(expected.max().item(), abs=1e-6)
 

@@ -15,12 +15,13 @@ from torch import nn
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
+from fsas_bench.methods.promptad.config import PromptADConfig
 from fsas_bench.methods.finegrainedad.captions import load_caption_file
 from fsas_bench.methods.finegrainedad.losses import triplet_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import PromptLearner
 from fsas_bench.methods.finegrainedad.prompts import Family, build_families
-from fsas_bench.methods.finegrainedad.text_encoder import tokenize
+from fsas_bench.methods.text import tokenize
 from fsas_bench.methods.finegrainedad.torch_model import QueryFormer
 
 TINY = dict(hires_factor=1, output_size=32, captions="synthetic", seed=7)

@@ -20,7 +20,8 @@ from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
-from fsas_bench.methods.finegrainedad import FineGrainedADConfig, PromptADConfig
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
+from fsas_bench.methods.promptad.config import PromptADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.inctrl.lightning_module import InCTRLConfig
 from fsas_bench.methods.ops import uncrop_maps
@@ -88,7 +89,7 @@ def test_released_tap_is_block_output_plus_next_attention_residual(tiny_backbone
 
 def test_memory_tap_selects_bank_and_query_tokens(tiny_backbone):
     method = get_method("promptad")(PromptADConfig(memory_tap="released"), FeatureCache(tiny_backbone))
-    assert method.feature_names == ["released_tap1", "released_tap3", "embedding", "vv_tokens"]
+    assert method.names == ["released_tap1", "released_tap3", "embedding", "vv_tokens"]
     with pytest.raises(UserError, match="memory_tap 'hooks' is unknown"):
         get_method("finegrainedad")(FineGrainedADConfig(memory_tap="hooks"), FeatureCache(tiny_backbone))
 
@@ -138,7 +139,7 @@ def test_promptad_scores_bgr_queries_against_rgb_shots(tiny_backbone, tmp_path):
     path = _png(tmp_path / "q.png", 200, 160, seed=4)
     batch = {"path": [str(path)], "sha": [image_sha(path)]}
     method = get_method("promptad")(PromptADConfig.faithful(), FeatureCache(tiny_backbone))
-    names = method.feature_names
+    names = method.names
     for variant, query in ((method.shot_input, False), (method.query_input, True)):
         got = method.features(batch, names, variant=variant)[0]
         want = tiny_backbone.encode(_released_cv2_input(path, tiny_backbone, query)[None], names)
@@ -151,7 +152,7 @@ def test_promptad_faithful_bank_holds_rgb_released_taps_and_queries_are_bgr(tiny
     config = PromptADConfig.faithful(precision="32-true", epochs=1, output_size=64, captions="synthetic")
     method = get_method("promptad")(config, FeatureCache(tiny_backbone))
     method.set_support([{"path": [str(shot)], "sha": [image_sha(shot)]}], "capsule")
-    names = method.feature_names
+    names = method.names
     shot_ref = tiny_backbone.encode(_released_cv2_input(shot, tiny_backbone, query=False)[None], names)
     for bank, name in zip(method.scorer.memory, method.tap_names, strict=True):
         assert (bank - shot_ref[name][0]).abs().max() <= TOL
@@ -213,9 +214,9 @@ def test_inctrl_faithful_reads_cropped_inputs(tiny_backbone, tmp_path):
     path = _png(tmp_path / "q.png", 256, 192, seed=6)
     batch = {"path": [str(path)], "sha": [image_sha(path)]}
     method = get_method("inctrl")(InCTRLConfig.faithful(), FeatureCache(tiny_backbone))
-    got = method.features(batch, method.feature_names, variant=method.input)[0]
-    want = tiny_backbone.encode(_released_inctrl_input(path, tiny_backbone)[None], method.feature_names)
-    for name in method.feature_names:
+    got = method.features(batch, method.names, variant=method.input)[0]
+    want = tiny_backbone.encode(_released_inctrl_input(path, tiny_backbone)[None], method.names)
+    for name in method.names:
         assert (got[name] - want[name][0]).abs().max() <= TOL, name
     with pytest.raises(UserError, match="preprocess 'crop' is unknown"):
         get_method("inctrl")(InCTRLConfig(preprocess="crop"), FeatureCache(tiny_backbone))

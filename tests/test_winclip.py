@@ -8,17 +8,19 @@ import torch
 from fsas_bench.backbones import FeatureCache
 from fsas_bench.backbones.clip import sliding_windows
 from fsas_bench.methods import get_method
-from fsas_bench.methods.winclip import WinCLIPConfig, WindowAggregator, harmonic_mean
-from fsas_bench.methods.winclip.prompts import prompt_ensemble
+from fsas_bench.methods.ops import harmonic_mean
+from fsas_bench.methods.winclip.config import WinCLIPConfig
+from fsas_bench.methods.winclip.torch_model import WindowAggregator
+from fsas_bench.methods.text import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES, sentences
 from tests.helpers import split_batch
 
 
 def test_prompt_ensemble_sizes():
-    normal, anomalous = prompt_ensemble("hex nut")
+    normal, anomalous = (sentences("hex nut", s, WINCLIP_TEMPLATES["winclip22"]) for s in (NORMAL_STATES, ANOMALOUS_STATES))
     assert (len(normal), len(anomalous)) == (154, 88) and len(set(normal)) == 154
     assert "a photo of a flawless hex nut for visual inspection." in normal
     assert "a photo of the hex nut with damage for anomaly detection." in anomalous
-    normal21, anomalous21 = prompt_ensemble("hex nut", "anomalib21")
+    normal21, anomalous21 = (sentences("hex nut", s, WINCLIP_TEMPLATES["anomalib21"]) for s in (NORMAL_STATES, ANOMALOUS_STATES))
     assert (len(normal21), len(anomalous21)) == (147, 84)
 
 
@@ -44,7 +46,7 @@ def test_zero_shot_is_the_text_branch_only(tiny_backbone, image_files):
     method.set_support([], "hex_nut")
     batch = image_files(2, seed=1)
     out = method.predict_step(batch, 0)
-    feats = cache.features(batch["sha"], method.feature_names, lambda i: pytest.fail("features should be cached"))
+    feats = cache.features(batch["sha"], method.names, lambda i: pytest.fail("features should be cached"))
     model = method.model
     for i, f in enumerate(feats):
         zs = model.class_score(f["embedding"])
@@ -93,7 +95,7 @@ def test_paper_architecture_windows_and_scoring(tmp_path):
     batch = {"path": [str(path)], "sha": [image_sha(path)]}
     method.set_support([batch], "metal_nut")
     out = method.predict_step(batch, 0)
-    feats = cache.features(batch["sha"], method.feature_names, lambda i: pytest.fail("re-encoded"))[0]
+    feats = cache.features(batch["sha"], method.names, lambda i: pytest.fail("re-encoded"))[0]
     assert feats["window2"].shape == (196, 640) and feats["window3"].shape == (169, 640)
     assert feats["final_tokens"].shape == (225, 896) and out.anomaly_maps.shape == (1, 240, 240)
     assert cache.stats.forwards == 1

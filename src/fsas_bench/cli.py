@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from fsas_bench.errors import UserError
 from fsas_bench.numbers import MAX_SEED, strict_int
+from fsas_bench.trainer import quiet_warnings
 
 if TYPE_CHECKING:
     from fsas_bench.progress import PhaseUpdate
@@ -448,9 +448,12 @@ def _list(args: argparse.Namespace, console: Console) -> None:
         methods.add_column(col)
     for name in list_methods():
         cls = get_method(name)
-        faithful = "yes" if cls.config_cls.faithful_preset(EMBEDDED_DATASET) is not None else "no (runs benchmark)"
+        preset = cls.config_cls.faithful_preset(EMBEDDED_DATASET)
+        faithful = "yes" if preset is not None else "no (runs benchmark)"
+        transductive = [mode for mode, config in (("benchmark", cls.config_cls()), ("faithful", preset))
+                        if config is not None and config.transductive]  # fmt: skip
         methods.add_row(name, cls.fit_scope, "yes" if cls.supports_zero_shot else "no",
-                        str(cls.transductive).lower(), faithful)  # fmt: skip
+                        " and ".join(transductive) or "no", faithful)  # fmt: skip
     datasets = Table(title="datasets")
     for col in ("name", "source", "available", "note"):
         datasets.add_column(col)
@@ -474,13 +477,12 @@ def _pretrain_tiny_clip(args: argparse.Namespace, console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fsas-bench`` console script; returns the exit status."""
     console = Console()
-    # Lightning 2.6 on torch 2.14 warns on every Trainer about a deprecated pytree check: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     try:
         args = build_parser().parse_args(argv)
         handlers = {"run": _run, "plan": _plan, "regress": _regress, "report": _report, "list": _list,
                     "pretrain-tiny-clip": _pretrain_tiny_clip}  # fmt: skip
-        status = handlers[args.command](args, console)
+        with quiet_warnings():  # Lightning's warnings that no user can act on
+            status = handlers[args.command](args, console)
     except UserError as err:
         print(f"fsas-bench: error: {err}", file=sys.stderr)
         return 2

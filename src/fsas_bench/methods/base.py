@@ -21,8 +21,10 @@ from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCa
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
+from fsas_bench.data.synthetic import SYNTHETIC_DATASETS
 from fsas_bench.errors import UserError
 from fsas_bench.hashing import sha256_json
+from fsas_bench.methods.ops import scaled_taps
 from fsas_bench.numbers import MAX_SEED
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 
@@ -64,18 +66,47 @@ SEED = Limit(f"-1 or an integer in [0, {MAX_SEED}]", lambda v: _is_int(v) and -1
 class MethodConfig:
     """Base of every method config; ``mode`` is ``benchmark`` (leaderboard default) or ``faithful``.
 
-    Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`); every
-    construction checks them (``--set`` and Python alike), a violation being a one-line UserError.
+    Subclasses declare the range of their numeric fields in ``limits`` (field name → :class:`Limit`) and the
+    allowed values of their text fields in ``choices``; every construction checks them (``--set`` and Python
+    alike), a violation being a one-line UserError. Presets are data: ``embedded_schedule`` holds the field
+    changes of the embedded synthetic sets (a short CPU schedule; empty: the defaults), ``faithful_changes``
+    those of the released code (``mode=faithful``; empty: no faithful preset).
     """
 
     mode: str = "benchmark"
     limits: ClassVar[dict[str, Limit]] = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    embedded_schedule: ClassVar[dict[str, Any]] = {}
+    faithful_changes: ClassVar[dict[str, Any]] = {}
+    paper_taps: ClassVar[tuple[int, ...]] = ()
+    """The 1-indexed blocks whose tokens the method reads as published, on a ``paper_depth``-block ViT."""
+    paper_depth: ClassVar[int] = 12
 
     def __post_init__(self) -> None:
         for name, limit in self.limits.items():
             value = getattr(self, name)
             if not limit.check(value):
                 raise UserError(f"{type(self).__name__}.{name} = {value!r} is invalid: use {limit.wants}")
+        for name, allowed in self.choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                options = " or ".join(allowed) if len(allowed) == 2 else "one of " + ", ".join(allowed)
+                raise UserError(f"{type(self).__name__}.{name} '{value}' is unknown: use {options}")
+
+    def taps(self, depth: int) -> tuple[int, ...]:
+        """0-based block taps on a ``depth``-block backbone: the ``blocks`` field when set, else :attr:`paper_taps`
+        scaled by :func:`~fsas_bench.methods.ops.scaled_taps` (the published taps at the published depth)."""
+        return getattr(self, "blocks", ()) or scaled_taps(self.paper_taps, self.paper_depth, depth)
+
+    @property
+    def transductive(self) -> bool:
+        """Whether image scores depend on other test images of the category (recorded in result rows)."""
+        return False
+
+    @property
+    def target_leakage(self) -> bool:
+        """Whether training reads the target dataset's test split (then trainings are keyed by the target)."""
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         """The full config as plain JSON-able values."""
@@ -92,15 +123,20 @@ class MethodConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str) -> MethodConfig:
-        """The benchmark config on ``dataset``: the defaults, unless a method shortens its schedule for the
-        embedded synthetic sets (then the change shows in ``flags`` and ``method_cfg_hash``)."""
-        return cls()
+        """The benchmark config on ``dataset``: the defaults, with :attr:`embedded_schedule` on the embedded
+        synthetic sets (the change shows in ``flags`` and ``method_cfg_hash``)."""
+        return cls(**cls.embedded_schedule) if dataset in SYNTHETIC_DATASETS else cls()
+
+    @classmethod
+    def faithful(cls, **changes: Any) -> MethodConfig:
+        """The released code's settings (:attr:`faithful_changes`, ``mode=faithful``) with ``changes`` on top."""
+        return cls(**{"mode": "faithful", **cls.faithful_changes, **changes})
 
     @classmethod
     def faithful_preset(cls, dataset: str) -> MethodConfig | None:
-        """The released code's settings on ``dataset`` (``mode=faithful``); None: the method has no faithful
-        preset, and ``--mode faithful`` runs it in benchmark mode."""
-        return None
+        """The released code's settings on ``dataset``; None: the method has no faithful preset, and
+        ``--mode faithful`` runs it in benchmark mode."""
+        return cls.faithful() if cls.faithful_changes else None
 
     @classmethod
     def for_run(cls, dataset: str, mode: str = "benchmark") -> MethodConfig:
@@ -172,8 +208,8 @@ class MethodOutput:
 class FewShotMethod(L.LightningModule, ABC):
     """Base LightningModule of a registered FSAS method.
 
-    Subclasses set ``name``, ``fit_scope`` and ``config_cls``, and implement :meth:`set_support` and
-    :meth:`predict_step`. Features come from the shared encode-once cache.
+    Subclasses set ``name``, ``fit_scope`` and ``config_cls``, and implement :meth:`feature_names`,
+    :meth:`set_support` and :meth:`predict_step`. Features come from the shared encode-once cache.
 
     Args:
         config: the method's config dataclass.
@@ -183,20 +219,18 @@ class FewShotMethod(L.LightningModule, ABC):
     name: ClassVar[str]
     fit_scope: ClassVar[FitScope] = "none"
     supports_zero_shot: ClassVar[bool] = False
-    transductive: ClassVar[bool] = False
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     auxiliary_datasets: ClassVar[dict[str, str]] = {}
     """``fit_scope = auxiliary`` only: evaluation dataset → the dataset the head is trained on (``*``: any other)."""
     trains_per_shot: ClassVar[bool] = False
     """``fit_scope = auxiliary`` only: one trained model per shot count k (InCTRL) instead of one for all k."""
 
-    feature_names: list[str]
-    """Backbone features the method reads (``block{i}``, ``embedding``, ...), set by each subclass."""
-
     def __init__(self, config: MethodConfig, cache: FeatureCache) -> None:
         super().__init__()
         self.config = config
         self.cache = cache
+        self.names = self.feature_names(config, cache.backbone.depth)
+        """The backbone features this instance reads (:meth:`feature_names` of its config and backbone)."""
         self.artifact_dir: Path | None = None
         """Where a ``per_category`` fit may write its logs (rendered prompts, ...); set by the runner."""
         self.train_seed: int | None = None
@@ -228,12 +262,11 @@ class FewShotMethod(L.LightningModule, ABC):
         self.report_phase(PhaseUpdate(self.phase, f"epoch {epochs_text}, step {steps_text}", done,
                                       int(steps) * epochs if known else None))  # fmt: skip
 
-    def require_choice(self, field: str, choices: Sequence[str]) -> None:
-        """Raise a one-line `UserError` unless the config's ``field`` is one of ``choices``."""
-        value = getattr(self.config, field)
-        if value not in choices:
-            options = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
-            raise UserError(f"{self.name} {field} '{value}' is unknown: use {options}")
+    @classmethod
+    @abstractmethod
+    def feature_names(cls, config: MethodConfig, depth: int) -> list[str]:
+        """Backbone features (``block{i}``, ``embedding``, ...) the method reads with ``config`` on a ``depth``-block
+        backbone (the runner learns them without building the method)."""
 
     def features(
         self,
@@ -251,6 +284,16 @@ class FewShotMethod(L.LightningModule, ABC):
             return preprocess(read_image_rgb(Path(batch["path"][i])), variant)
 
         return self.cache.features(batch["sha"], names, load, prefetch, variant)
+
+    def support_features(
+        self, batches: list[dict[str, Any]], names: Sequence[str], variant: Preprocess = DEFAULT_PREPROCESS
+    ) -> list[BackboneFeatures]:
+        """:meth:`features` of every reference in ``batches``; a one-line UserError when there is none and the
+        method is not zero-shot."""
+        feats = [f for batch in batches for f in self.features(batch, names, variant=variant)]
+        if not feats and not self.supports_zero_shot:
+            raise UserError(f"{self.name} needs at least one reference (prompt) image: use --shots 1 or more")
+        return feats
 
     def fitted_state(self) -> dict[str, Tensor]:
         """``per_category`` only: the parameters :meth:`set_support` trained (saved by the runner as the cell's

@@ -1,5 +1,5 @@
-"""Map operations shared by methods: upsampling, Gaussian smoothing, patch nearest-neighbour distances,
-mapping centre-crop maps back onto the whole image."""
+"""Operations shared by methods: depth-scaled block taps, upsampling, Gaussian smoothing, patch nearest-neighbour
+distances to a memory, the harmonic mean, mapping centre-crop maps back onto the whole image."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from torch import Tensor
 from fsas_bench.backbones.clip import crop_offsets, short_side_size
 
 
+def scaled_taps(paper_taps: Sequence[int], paper_depth: int, depth: int) -> tuple[int, ...]:
+    """0-based block taps of a ``depth``-block ViT from a method's published 1-indexed ``paper_taps`` of a
+    ``paper_depth``-block ViT: block ⌈b · depth / paper_depth⌉ for each b (exact integer arithmetic), so the
+    published taps come back unchanged at the published depth."""
+    return tuple(-(-b * depth // paper_depth) - 1 for b in paper_taps)
+
+
 def upsample_and_blur(grid_maps: Tensor, size: int, sigma: float) -> Tensor:
     """Bilinear upsampling (align_corners=False) of ``B × h × w`` grids to ``B × size × size``, then Gaussian
     smoothing equal to ``scipy.ndimage.gaussian_filter(mode='reflect', truncate=4)``; σ = 0 skips smoothing.
@@ -22,17 +29,31 @@ def upsample_and_blur(grid_maps: Tensor, size: int, sigma: float) -> Tensor:
     (``size × h``), built once per shape: far cheaper than blurring at full size. Maps are processed one at
     a time (batch invariant).
     """
-    a_rows = _upsample_blur_matrix(grid_maps.shape[-2], size, sigma).to(grid_maps)
-    a_cols = _upsample_blur_matrix(grid_maps.shape[-1], size, sigma).to(grid_maps)
-    return torch.stack([a_rows @ g @ a_cols.T for g in grid_maps])
+    return _separable(grid_maps, size, size, sigma)
+
+
+def blur(maps: Tensor, sigma: float) -> Tensor:
+    """Gaussian smoothing of ``B × H × W`` maps at their own size (scipy 'reflect', truncate 4), as
+    :func:`upsample_and_blur` without the upsampling; σ = 0 returns the maps."""
+    return maps if sigma <= 0 else _separable(maps, maps.shape[-2], maps.shape[-1], sigma)
+
+
+def _separable(maps: Tensor, height: int, width: int, sigma: float) -> Tensor:
+    """``A_h · g · A_wᵀ`` for each ``h × w`` map g, with the ``height × h`` and ``width × w`` matrices of
+    :func:`_upsample_blur_matrix`."""
+    a_rows = _upsample_blur_matrix(maps.shape[-2], height, sigma).to(maps)
+    a_cols = _upsample_blur_matrix(maps.shape[-1], width, sigma).to(maps)
+    return torch.stack([a_rows @ g @ a_cols.T for g in maps])
 
 
 @lru_cache(maxsize=32)
 def _upsample_blur_matrix(length: int, size: int, sigma: float) -> Tensor:
-    """The ``size × length`` float64 matrix of 1-D linear upsampling (align_corners=False) then blurring."""
+    """The ``size × length`` float64 matrix of 1-D linear upsampling (align_corners=False; the identity when
+    ``size == length``) then blurring."""
     basis = torch.eye(length, dtype=torch.float64)[:, None]  # length signals of length `length`
-    upsampled = F.interpolate(basis, size=size, mode="linear", align_corners=False)
-    return _blur_last_axis(upsampled, sigma)[:, 0].T
+    if size != length:
+        basis = F.interpolate(basis, size=size, mode="linear", align_corners=False)
+    return _blur_last_axis(basis, sigma)[:, 0].T
 
 
 def _blur_last_axis(x: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
@@ -56,20 +77,35 @@ def _symmetric_indices(length: int, radius: int) -> Tensor:
 
 
 def min_cosine_distance(queries: Tensor, memory: Tensor) -> Tensor:
-    """Per query row, the minimum over memory rows of (1 − cos)/2.
+    """Per query row, the minimum over memory rows of (1 − cos)/2, batched.
 
     Args:
-        queries: ``N × C`` features (any norm).
-        memory: ``M × C`` features (any norm).
+        queries: ``... × N × C`` features (any norm).
+        memory: ``... × M × C`` features (any norm); leading dimensions broadcast against the queries' (a memory
+            of its own per query, or one shared), never mixing batch items.
 
     Returns:
-        ``N`` distances in [0, 1]; rounding that pushes cos past 1 gives +0.0 (never negative or -0.0,
-        so that reciprocals in harmonic means stay +inf).
+        ``... × N`` distances in [0, 1], computed as (1 − max cos)/2 (the same value: rounding of 1 − cos is
+        monotone); rounding that pushes cos past 1 gives +0.0 (never negative or -0.0, so that reciprocals in
+        harmonic means stay +inf).
     """
-    q = F.normalize(queries, dim=-1)
-    m = F.normalize(memory, dim=-1)
-    dist = ((1.0 - q @ m.T) / 2.0).amin(dim=1)
+    cos = F.normalize(queries, dim=-1) @ F.normalize(memory, dim=-1).transpose(-1, -2)
+    dist = (1.0 - cos.amax(dim=-1)) / 2.0
     return torch.where(dist > 0, dist, torch.zeros_like(dist))
+
+
+def memory_distance_grid(taps: Sequence[Tensor], memory: Sequence[Tensor]) -> Tensor:
+    """The visual-memory map of PatchKNN and PromptAD/FineGrainedAD: per patch, the mean over taps of its
+    :func:`min_cosine_distance` to that tap's memory (``N × C`` query tokens and ``M × C`` memory per tap) as
+    an ``h × w`` grid."""
+    dist = torch.stack([min_cosine_distance(t, m.to(t)) for t, m in zip(taps, memory, strict=True)]).mean(0)
+    side = grid_side(dist.shape[0])
+    return dist.view(side, side)
+
+
+def harmonic_mean(values: Tensor, eps: float = 0.0) -> Tensor:
+    """Harmonic mean over the first axis: n / Σ 1/(v + eps). A zero value gives 0 (the limit), never NaN."""
+    return values.shape[0] / (1.0 / (values + eps)).sum(0)
 
 
 def grid_side(num_tokens: int) -> int:

@@ -17,12 +17,12 @@ if TYPE_CHECKING:
     from fsas_bench.methods.base import FewShotMethod
 
 BUILTIN_METHODS: dict[str, str] = {
-    "dictas": "fsas_bench.methods.dictas",
-    "finegrainedad": "fsas_bench.methods.finegrainedad",
-    "inctrl": "fsas_bench.methods.inctrl",
-    "patchknn": "fsas_bench.methods.patchknn",
-    "promptad": "fsas_bench.methods.finegrainedad",
-    "winclip": "fsas_bench.methods.winclip",
+    "dictas": "fsas_bench.methods.dictas.lightning_module",
+    "finegrainedad": "fsas_bench.methods.finegrainedad.lightning_module",
+    "inctrl": "fsas_bench.methods.inctrl.lightning_module",
+    "patchknn": "fsas_bench.methods.patchknn.lightning_module",
+    "promptad": "fsas_bench.methods.promptad.lightning_module",
+    "winclip": "fsas_bench.methods.winclip.lightning_module",
 }
 """Built-in method name → the module whose import registers it."""
 

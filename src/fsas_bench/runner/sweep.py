@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fsas_bench.backbones import TINY_ARCH, FeatureCache, load_backbone
+from fsas_bench.backbones import TINY_ARCH, load_backbone
 from fsas_bench.data.formats import verify_samples
 from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples, write_manifest
 from fsas_bench.data.registry import default_datasets, load_dataset
@@ -24,7 +24,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write_text, check_writable_dir
 from fsas_bench.hashing import canonical_json, sha256_json
 from fsas_bench.methods import get_method, list_methods
-from fsas_bench.methods.base import FewShotMethod, with_overrides
+from fsas_bench.methods.base import with_overrides
 from fsas_bench.metrics import AUPRO_FPR_LIMIT
 from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.names import child_path
@@ -109,7 +109,7 @@ class Sweep:
         }
         self.benchmark_only = sorted({name for (name, _), c in self.configs.items() if c.mode != spec.mode})
         """Methods without a preset of the requested mode (they run in benchmark mode; rows say so)."""
-        prefetch = self._built_feature_names()
+        prefetch = self._feature_names()
         self.auxiliary = {
             (name, dataset): cls.auxiliary_dataset(dataset)
             for name, cls in self.methods.items()
@@ -192,13 +192,11 @@ class Sweep:
             groups.setdefault((cell.dataset, cell.category), []).append(cell)
         return tuple(Unit(dataset, category, tuple(cells)) for (dataset, category), cells in groups.items())
 
-    def _built_feature_names(self) -> set[str]:
-        """Every method built once per dataset (so a bad config fails now); the union of the features they read."""
-        names: set[str] = set()
-        cache = FeatureCache(self.backbone)  # never encodes here: construction only
-        for (name, _), config in self.configs.items():
-            method: FewShotMethod = self.methods[name](config, cache)
-            names.update(method.feature_names)
+    def _feature_names(self) -> set[str]:
+        """The union of the features every (method, dataset) config reads (configs check themselves when built)."""
+        depth = self.backbone.depth
+        names = {n for (method, _), config in self.configs.items()
+                 for n in self.methods[method].feature_names(config, depth)}  # fmt: skip
         self.backbone.check_features(sorted(names))
         return names
 
@@ -210,7 +208,7 @@ class Sweep:
         config = self.configs[(cell.method, cell.dataset)]
         return TrainJob(
             cell.method, config.sha256(), self.auxiliary[(cell.method, cell.dataset)], numeric_seed(cell.seed),
-            cell.shot if per_shot else None, cell.dataset if getattr(config, "target_leakage", False) else "",
+            cell.shot if per_shot else None, cell.dataset if config.target_leakage else "",
         )  # fmt: skip
 
     def _identity(self, cell: Cell, job: TrainJob | None) -> dict[str, object]:

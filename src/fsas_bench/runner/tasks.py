@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,11 +40,10 @@ from fsas_bench.runner.results import ResultStore
 from fsas_bench.runner.training import (
     CHECKPOINTS, ReferenceFits, TrainJob, fit_relative_path, load_checkpoint, save_state,
 )  # fmt: skip
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
 LOCKS = ".locks"
-QUIET = (".*does not have many workers.*", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-"""Warnings Lightning gives on every quiet single-device run that no user can act on."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +107,7 @@ def task_scope(plan: SweepPlan) -> Iterator[None]:
     """Process-wide state owned by one task: torch threads, warning filters, CUDA peak statistics."""
     threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
-    with warnings.catch_warnings():
-        for message in QUIET:
-            warnings.filterwarnings("ignore", message=message)
+    with quiet_warnings():
         if plan.spec.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         try:
@@ -302,7 +298,7 @@ class _UnitEvaluator:
             "train_dataset": "",
             "train_seed": "",
             "checkpoint_sha": "",
-            "transductive": getattr(config, "transductive", method_cls.transductive),
+            "transductive": config.transductive,
             "dataset": cell.dataset,
             "category": cell.category,
             "shot": cell.shot,
@@ -331,19 +327,3 @@ def metric_names(index: DatasetIndex) -> tuple[str, ...]:
 
 def _metric_fields(metric: str) -> dict[str, object]:
     return {"level": LEVELS[metric], "metric": metric, "fpr_limit": AUPRO_FPR_LIMIT if metric == "AUPRO" else None}
-
-
-def quiet_trainer(device: str) -> L.Trainer:
-    """A quiet single-device Lightning Trainer for inference (exact metrics need one device)."""
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    return L.Trainer(
-        accelerator="gpu" if device.startswith("cuda") else "cpu",
-        devices=[int(device.split(":")[1])] if device.startswith("cuda:") else 1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )

@@ -15,6 +15,8 @@ from fsas_bench.methods.dictas.training_data import SynthesisSettings
 from fsas_bench.numbers import strict_int
 
 IMAGE_SCORES = ("map_max", "fixed_fusion:<alpha>", "official_transductive")
+PAPER_TAPS = (6, 12, 18, 24)
+"""The 1-indexed blocks of the 24-block ViT-L/14-336 whose tokens DictAS looks up (the ends of the depth quarters)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,18 @@ class DictASConfig(MethodConfig):
     precision: str = "32-true"
     data_workers: int = 1
     target_leakage: bool = field(init=False, default=False)
+    embedded_schedule: ClassVar[dict[str, object]] = {
+        "epochs": 2, "steps_per_epoch": 6, "vgen_freeze": "epoch:1", "batch_size": 8, "work_size": 256,
+        "paste_size": 256,
+    }  # fmt: skip
+    paper_taps: ClassVar[tuple[int, ...]] = PAPER_TAPS
+    paper_depth: ClassVar[int] = 24
+    faithful_changes: ClassVar[dict[str, object]] = {
+        "activation": "gelu", "official_overrides": True, "image_score": "official_transductive",
+        "vgen_freeze": "val_trigger",
+    }  # fmt: skip
+    """The official code: GELU backbone, per-dataset overrides, transductive image score, target-triggered g_V
+    freeze (leakage)."""
     limits: ClassVar[dict[str, Limit]] = {
         "blocks": NON_NEGATIVE_INT.each(), "output_size": NON_NEGATIVE_INT, "smoothing_sigma": NON_NEGATIVE,
         "epochs": POSITIVE_INT, "steps_per_epoch": NON_NEGATIVE_INT, "batch_size": POSITIVE_INT,
@@ -104,6 +118,8 @@ class DictASConfig(MethodConfig):
             raise UserError(
                 f"dictas official_mode '{self.official_mode}' is invalid: use segmentation or classification"
             )
+        if self.official_overrides and self.blocks and len(self.blocks) != 4:
+            raise UserError(f"dictas official_overrides needs the four default taps, not blocks {self.blocks}")
         if self.official_overrides or self.image_score == "official_transductive":
             object.__setattr__(self, "official_dataset", canonical_dataset(self.official_dataset))
 
@@ -135,14 +151,9 @@ class DictASConfig(MethodConfig):
         return self.image_score == "official_transductive"
 
     @classmethod
-    def faithful(cls, official_dataset: str, **changes: object) -> DictASConfig:
-        """The official code's behaviour on ``official_dataset``: GELU backbone, per-dataset overrides,
-        transductive image score, target-triggered g_V freeze (leakage)."""
-        preset = dict(
-            mode="faithful", activation="gelu", official_overrides=True, official_dataset=official_dataset,
-            image_score="official_transductive", vgen_freeze="val_trigger",
-        )  # fmt: skip
-        return cls(**{**preset, **changes})
+    def faithful(cls, official_dataset: str = "other", **changes: object) -> DictASConfig:
+        """The official code's behaviour (:attr:`faithful_changes`) on ``official_dataset``."""
+        return super().faithful(official_dataset=official_dataset, **changes)
 
     @classmethod
     def faithful_preset(cls, dataset: str) -> DictASConfig:
@@ -150,11 +161,7 @@ class DictASConfig(MethodConfig):
         branches, e.g. on the embedded synthetic sets)."""
         return cls.faithful(official_dataset_for(dataset))
 
-    @classmethod
-    def for_dataset(cls, dataset: str) -> DictASConfig:
-        """Benchmark defaults; on the embedded synthetic sets a short CPU schedule (recorded in ``flags``)."""
-        if dataset.startswith("synthetic"):
-            return cls(
-                epochs=2, steps_per_epoch=6, vgen_freeze="epoch:1", batch_size=8, work_size=256, paste_size=256
-            )
-        return cls()
+    @property
+    def uses_text(self) -> bool:
+        """Whether the image score reads the text probability (and so the global embedding)."""
+        return self.image_score != "map_max"

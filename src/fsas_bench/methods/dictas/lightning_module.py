@@ -3,12 +3,10 @@ then segments unseen categories by sparse lookup in a dictionary built from the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -23,19 +21,15 @@ from fsas_bench.methods.dictas.augment import rotate_reflect
 from fsas_bench.methods.dictas.config import DictASConfig
 from fsas_bench.methods.dictas.losses import lookup_losses, patch_masks, tac_losses
 from fsas_bench.methods.dictas.overrides import SCREW_ROTATIONS, InferenceSettings, official_settings
-from fsas_bench.methods.dictas.prompts import text_probability, text_prototypes
 from fsas_bench.methods.dictas.synthesis import texture_source
-from fsas_bench.methods.dictas.torch_model import DictASHead, ReferenceDictionary, anomaly_grids, render_maps
+from fsas_bench.methods.dictas.torch_model import (
+    DictASHead, ReferenceDictionary, anomaly_grids, render_maps, text_probability, text_prototypes,
+)  # fmt: skip
 from fsas_bench.methods.dictas.training_data import SyntheticAnomalyPairs
 from fsas_bench.methods.dictas.validation import target_validation_ap
 from fsas_bench.methods.ops import grid_side
 from fsas_bench.methods.registry import register_method
-
-
-def quarter_taps(depth: int) -> tuple[int, ...]:
-    """0-based blocks ending the four depth quarters: ⌈jD/4⌉ − 1, j = 1..4 ((5, 11, 17, 23) for 24 blocks,
-    DictAS's layers 6, 12, 18, 24; (1, 2, 4, 5) for the 6-block test backbone)."""
-    return tuple(-(-depth * j // 4) - 1 for j in (1, 2, 3, 4))
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 
 @register_method
@@ -54,12 +48,8 @@ class DictAS(FewShotMethod):
     def __init__(self, config: DictASConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache_with_activation(cache, config.activation))
         backbone = self.cache.backbone
-        self.blocks = config.blocks or quarter_taps(backbone.depth)
-        if config.official_overrides and len(self.blocks) != 4:
-            raise UserError(f"dictas official_overrides needs the four default taps, not blocks {self.blocks}")
+        self.blocks = config.taps(backbone.depth)
         self.head = DictASHead(backbone.width, backbone.model.visual.output_dim, len(self.blocks))
-        self.uses_text = config.image_score != "map_max"
-        self.feature_names = [f"block{b}" for b in self.blocks] + (["embedding"] if self.uses_text else [])
         self.output_size = config.output_size or backbone.image_size
         self.settings = InferenceSettings(self.blocks, config.scales, config.smoothing_sigma)
         self.dictionary: ReferenceDictionary | None = None
@@ -73,6 +63,10 @@ class DictAS(FewShotMethod):
         self.best_ap = -1.0
         self.snapshot: dict[str, Tensor] = {}
 
+    @classmethod
+    def feature_names(cls, config: DictASConfig, depth: int) -> list[str]:
+        return [f"block{b}" for b in config.taps(depth)] + (["embedding"] if config.uses_text else [])
+
     def load_official(self, state: Mapping[str, Any]) -> None:
         """Load an official checkpoint (``{"Mymodel": state_dict}`` or the state dict itself), strictly."""
         self.head.load_state_dict(state.get("Mymodel", state), strict=True)
@@ -82,19 +76,17 @@ class DictAS(FewShotMethod):
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
         if isinstance(self.cache, CategoryScopedCache):
             self.cache.enter_category(category)
-        if not any(batch["path"] for batch in batches):
-            raise UserError("dictas needs at least one reference image: use --shots 1 or more")
-        k = sum(len(batch["path"]) for batch in batches)
         config = self.config
         if config.official_overrides:
+            k = sum(len(batch["path"]) for batch in batches)
             self.settings = official_settings(self.blocks, config.official_dataset, category, k, config.official_mode)
         names = [f"block{b}" for b in self.settings.blocks]
-        feats = [f for batch in batches for f in self.features(batch, names)]
+        feats = self.support_features(batches, names)
         references = {b: torch.stack([f[f"block{b}"] for f in feats]) for b in self.settings.blocks}
         if self.settings.rotate_references:
             references = self._with_rotations(references, [p for batch in batches for p in batch["path"]], names)
         self.dictionary = ReferenceDictionary(self.head, references, cache=config.cache_reference_kv)
-        self.prototypes = text_prototypes(self.cache.backbone, category).cpu() if self.uses_text else None
+        self.prototypes = text_prototypes(self.cache.backbone, category).cpu() if self.config.uses_text else None
         self.score_range = self.queries = None
 
     def set_queries(self, batches: Iterable[dict[str, Any]]) -> None:
@@ -117,12 +109,12 @@ class DictAS(FewShotMethod):
         """Maps ``B × S × S``, p_map ``B`` (map maxima) and p_text ``B`` (None without text) of a query batch."""
         if self.dictionary is None:
             raise RuntimeError("set_support must be called before scoring")
-        feats = self.features(batch, self.feature_names)
+        feats = self.features(batch, self.names)
         tokens = {b: torch.stack([f[f"block{b}"] for f in feats]).to(self.device) for b in self.settings.blocks}
         grids = anomaly_grids(self.head, tokens, self.dictionary, self.settings.scales)
         maps = render_maps(grids, self.output_size, self.settings.sigma)
         p_text = None
-        if self.uses_text:
+        if self.config.uses_text:
             p_text = text_probability(torch.stack([f["embedding"] for f in feats]).to(self.device), self.prototypes)
         return maps, maps.flatten(1).amax(dim=1), p_text
 
@@ -177,21 +169,13 @@ class DictAS(FewShotMethod):
         if self.validation_target is not None and self.map_scorer is None:
             raise RuntimeError("dictas vgen_freeze=val_trigger scores maps: set map_scorer first, as the runner does")
         self.phase2, self.history, self.best_ap, self.snapshot = False, [], -1.0, {}
-        device = backbone.mean.device
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        trainer = L.Trainer(
-            max_epochs=config.epochs,
-            limit_train_batches=config.steps_per_epoch or 1.0,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
+        trainer = quiet_trainer(
+            backbone.mean.device, max_epochs=config.epochs, limit_train_batches=config.steps_per_epoch or 1.0,
             precision=config.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        )  # fmt: skip
         loader = DataLoader(data, config.batch_size, shuffle=True, num_workers=config.data_workers)
-        trainer.fit(self.train(), train_dataloaders=loader)
+        with quiet_warnings():
+            trainer.fit(self.train(), train_dataloaders=loader)
         self.train_text = self.validation_target = None
         self.snapshot = {}
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsas_bench.methods.dictas.torch_model import DictASHead, neighbourhood_pool
+from fsas_bench.methods.text import CLIP_LOGIT_SCALE
 
-TAC_LOGIT_SCALE = 100.0
 
 
 def patch_masks(masks: Tensor, side: int) -> Tensor:
@@ -71,6 +71,6 @@ def tac_losses(
 
     def logits(layers: Sequence[Tensor]) -> Tensor:
         fused = F.normalize(head.Fuse_Feature([F.normalize(t, dim=-1) for t in layers]), dim=-1)
-        return TAC_LOGIT_SCALE * torch.einsum("bd,bdk->bk", fused, text)
+        return CLIP_LOGIT_SCALE * torch.einsum("bd,bdk->bk", fused, text)
 
     return F.cross_entropy(logits(queries), labels), F.cross_entropy(logits(retrieved), torch.zeros_like(labels))

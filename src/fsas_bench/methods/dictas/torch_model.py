@@ -14,8 +14,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsas_bench.methods.dictas.sparsemax import sparsemax
-from fsas_bench.methods.ops import grid_side, upsample_and_blur
+from fsas_bench.backbones import ClipBackbone
+from fsas_bench.methods.ops import blur, grid_side
+from fsas_bench.methods.text import (
+    CLIP_LOGIT_SCALE, DICTAS_ABNORMAL_STATES, DICTAS_TEMPLATES, NORMAL_STATES, anomaly_probability, sentences,
+)  # fmt: skip
+from fsas_bench.methods.text import text_prototypes as shared_prototypes
+
+PREFIX = 64
+"""Largest entries examined first; rows whose support is not shorter than this fall back to a full sort."""
+
+
+def sparsemax(logits: Tensor, dim: int = -1) -> Tensor:
+    """Exact sort-based sparsemax along ``dim``.
+
+    For a row z sorted decreasingly, the support size is k(z) = max{j : 1 + j·z_(j) > Σ_{i≤j} z_(i)} (the
+    condition holds exactly for j ≤ k(z)), the threshold τ = (Σ_{i≤k} z_(i) − 1)/k, and the output
+    max(z − τ, 0): non-negative, summing to 1, exactly zero at or below τ. Supports are usually short, so
+    the condition is first evaluated on the :data:`PREFIX` largest entries (a partial sort); a row whose
+    condition still holds at the end of the prefix is redone with a full sort, so the result is exact.
+    Autograd through sort/cumsum/clamp gives the standard sparsemax Jacobian.
+
+    Args:
+        logits: any shape; ``dim`` is the simplex axis.
+        dim: the axis to normalise.
+
+    Returns:
+        A tensor of ``logits``' shape and dtype.
+    """
+    z = logits.movedim(dim, -1)
+    shape, size = z.shape, z.shape[-1]
+    rows = (z - z.amax(dim=-1, keepdim=True)).reshape(-1, size)  # shift invariance keeps the sums small
+    tau, open_ended = _threshold(rows.topk(min(size, PREFIX), dim=-1).values)
+    if size > PREFIX and bool(open_ended.any()):
+        redo = open_ended.nonzero().squeeze(1)
+        tau = tau.index_put((redo,), _threshold(rows[redo].sort(dim=-1, descending=True).values)[0])
+    return torch.clamp(rows - tau, min=0).reshape(shape).movedim(-1, dim)
+
+
+def _threshold(ranked: Tensor) -> tuple[Tensor, Tensor]:
+    """τ (``R × 1``) of rows whose largest entries are ``ranked`` (``R × K``, decreasing), and whether the
+    support condition still holds at K (then the support may extend beyond the K entries)."""
+    j = torch.arange(1, ranked.shape[-1] + 1, device=ranked.device, dtype=ranked.dtype)
+    cumulative = ranked.cumsum(dim=-1)
+    holds = 1 + j * ranked > cumulative
+    k = torch.where(holds, j, 0).amax(dim=-1, keepdim=True)  # the largest j where it holds
+    return (cumulative.gather(-1, k.long() - 1) - 1) / k, holds[:, -1]
 
 
 class TwoLayerMLP(nn.Module):
@@ -225,4 +269,17 @@ def render_maps(grids: Tensor, size: int, sigma: float) -> Tensor:
     the upsampled maps.
     """
     upsampled = F.interpolate(grids.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=True)
-    return upsample_and_blur(upsampled.squeeze(1), size, sigma)  # same size: the upsampling is the identity
+    return blur(upsampled.squeeze(1), sigma)
+
+
+def text_prototypes(backbone: ClipBackbone, category: str) -> Tensor:
+    """T_c = [t_normal, t_abnormal] ``D × 2`` (the official layout; :func:`~fsas_bench.methods.text.text_prototypes`
+    transposed) of the raw category name (underscores kept): 245 normal, 175 abnormal sentences."""
+    normal, abnormal = (backbone.encode_text(sentences(category, states, DICTAS_TEMPLATES))
+                        for states in (NORMAL_STATES, DICTAS_ABNORMAL_STATES))  # fmt: skip
+    return shared_prototypes(normal, abnormal).T.contiguous()
+
+
+def text_probability(embeddings: Tensor, prototypes: Tensor) -> Tensor:
+    """p_text = softmax(100·ê·T_c)[abnormal] of ``B × D`` global image embeddings and ``D × 2`` prototypes."""
+    return anomaly_probability(CLIP_LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ prototypes.to(embeddings))

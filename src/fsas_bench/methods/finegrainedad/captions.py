@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fsas_bench.errors import UserError
+from fsas_bench.methods.text import class_name
 
 SHIPPED_FILES = ("mvtec", "visa", "synthetic")
 """Caption files shipped as package data (``captions/<name>.json``)."""
@@ -193,7 +194,7 @@ def template_record(category: str, shots: list[np.ndarray]) -> CaptionRecord:
         category: the dataset category id.
         shots: the k reference images, RGB uint8 ``H × W × 3``.
     """
-    noun = category.replace("_", " ")
+    noun = class_name(category)
     border = np.concatenate([np.concatenate([s[0], s[-1], s[:, 0], s[:, -1]]) for s in shots]).astype(float)
     centre = np.concatenate([s[s.shape[0] // 4 : s.shape[0] * 3 // 4, s.shape[1] // 4 : s.shape[1] * 3 // 4]
                              .reshape(-1, 3) for s in shots]).astype(float)  # fmt: skip

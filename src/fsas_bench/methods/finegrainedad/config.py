@@ -1,19 +1,23 @@
-"""FineGrainedAD / PromptAD settings: benchmark defaults, faithful presets, and the embedded schedule."""
+"""FineGrainedAD settings: benchmark defaults, the faithful preset, and the embedded schedule (PromptAD's
+config, in ``methods/promptad``, derives from it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fsas_bench.data.synthetic import SYNTHETIC_DATASETS
+from fsas_bench.errors import UserError
 from fsas_bench.methods.base import BELOW_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, SEED, Limit, MethodConfig
 from fsas_bench.methods.finegrainedad.captions import SHIPPED_FILES
+from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS
+from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS
+from fsas_bench.methods.patchknn.config import PROMPTAD_TAPS
 
 QFORMER_CHOICES = ("random_frozen", "none")
 IMAGE_SCORE_CHOICES = ("segmentation_prompts", "cls_prompts")
 CANDIDATE_OVERFLOW_CHOICES = ("cycle", "raise")
 MEMORY_TAPS = ("block", "released")
-EMBEDDED_EPOCHS = 8
-EMBEDDED_HIRES_FACTOR = 2
 RELEASED_PIPELINE: dict[str, object] = {"memory_tap": "released", "query_bgr_quirk": True, "pre_resize": 1024}
 """Both released codes: in-place-updated hook taps, BGR queries, cv2 pre-resize to 1024."""
 
@@ -96,43 +100,30 @@ class FineGrainedADConfig(MethodConfig):
         "output_size": POSITIVE_INT, "map_sigma": NON_NEGATIVE, "harmonic_eps": NON_NEGATIVE,
         "pre_resize": NON_NEGATIVE_INT,
     }  # fmt: skip
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "mfsc_levels": MFSC_LEVELS, "qformer": QFORMER_CHOICES, "memory_tap": MEMORY_TAPS, "mlsa_regions": MLSA_REGIONS,
+        "image_score": IMAGE_SCORE_CHOICES, "candidate_overflow": CANDIDATE_OVERFLOW_CHOICES,
+    }  # fmt: skip
+    paper_taps: ClassVar[tuple[int, ...]] = PROMPTAD_TAPS
+    embedded_schedule: ClassVar[dict[str, object]] = {"captions": "synthetic", "epochs": 8, "hires_factor": 2}
+    """The embedded synthetic sets: their shipped caption file, 8 epochs and a 2 × 2-tile MLSA view (CPU budget)."""
+    faithful_changes: ClassVar[dict[str, object]] = {
+        "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE, "mlsa_regions": "released",
+        "candidate_overflow": "raise",
+    }  # fmt: skip
+    """The released script: seed 111, bf16 training, the released taps and input pipeline, the released MLSA
+    region maps and the top-k that fails on too few handle candidates (the same on every dataset)."""
 
-    @classmethod
-    def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """The released script's settings: seed 111, bf16 training, the released taps and input pipeline, the
-        released MLSA region maps and the top-k that fails on too few handle candidates (everything else is the
-        default)."""
-        preset = {"mode": "faithful", "seed": 111, "precision": "bf16-mixed", **RELEASED_PIPELINE,
-                  "mlsa_regions": "released", "candidate_overflow": "raise"}  # fmt: skip
-        return cls(**{**preset, **changes})
-
-    @classmethod
-    def faithful_preset(cls, dataset: str) -> FineGrainedADConfig:
-        """:meth:`faithful` (the same on every dataset; PromptADConfig inherits it with its own preset)."""
-        return cls.faithful()
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_score == "cls_prompts" and self.mfsc_levels != "none":
+            name = type(self).__name__
+            raise UserError(f"{name}.image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts")
 
     @classmethod
     def for_dataset(cls, dataset: str) -> FineGrainedADConfig:
-        """The shipped caption file of ``dataset`` when there is one; on the embedded synthetic sets also a
-        short CPU schedule: 8 epochs and a 2 × 2-tile MLSA view (all recorded in ``flags``)."""
-        if dataset.startswith("synthetic"):
-            return cls(captions="synthetic", epochs=EMBEDDED_EPOCHS, hires_factor=EMBEDDED_HIRES_FACTOR)
-        return cls(captions=dataset) if dataset in SHIPPED_FILES else cls()
-
-
-@dataclass(frozen=True)
-class PromptADConfig(FineGrainedADConfig):
-    """PromptAD = FineGrainedAD with ``mfsc_levels=none`` (spec §11): the caption is the class name (the
-    caption record's foreground noun, fsas-bench's class-name mapping). Its released triplet margin is 0."""
-
-    mfsc_levels: str = "none"
-    triplet_margin: float = 0.0
-
-    @classmethod
-    def faithful(cls, **changes: object) -> FineGrainedADConfig:
-        """PromptAD's released settings: seed 111, fp16 (GPU only), the released taps and input pipeline, and image
-        scores from the separately trained CLS prompts (``train_cls.py`` / ``test_cls.py``). Its prompts carry no
-        attributes (no top-k)."""
-        preset = {"mode": "faithful", "seed": 111, "precision": "16-mixed", **RELEASED_PIPELINE,
-                  "image_score": "cls_prompts"}  # fmt: skip
-        return cls(**{**preset, **changes})
+        """The shipped caption file of ``dataset`` when there is one; on the embedded synthetic sets
+        :attr:`embedded_schedule` (all recorded in ``flags``)."""
+        if dataset not in SYNTHETIC_DATASETS and dataset in SHIPPED_FILES:
+            return cls(captions=dataset)
+        return super().for_dataset(dataset)

@@ -1,16 +1,13 @@
-"""FineGrainedAD and PromptAD as registered LightningModules (``fit_scope = per_category``): prompts are
-trained on the k shots of each category inside :meth:`set_support`, then queries are scored (spec §14)."""
+"""FineGrainedAD as a registered LightningModule (``fit_scope = per_category``): prompts are trained on the k
+shots of each category inside :meth:`set_support`, then queries are scored (spec §14). PromptAD subclasses it."""
 
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,24 +15,21 @@ from torch.utils.data import DataLoader
 
 from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
-from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write_text
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
-from fsas_bench.methods.finegrainedad.config import (
-    CANDIDATE_OVERFLOW_CHOICES, IMAGE_SCORE_CHOICES, MEMORY_TAPS, QFORMER_CHOICES, FineGrainedADConfig, PromptADConfig,
-)  # fmt: skip
+from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
 from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens
 from fsas_bench.methods.finegrainedad.losses import total_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
-from fsas_bench.methods.finegrainedad.prompts import MFSC_LEVELS, build_families, rendered_strings
-from fsas_bench.methods.finegrainedad.regions import MLSA_REGIONS, region_weights
+from fsas_bench.methods.finegrainedad.prompts import build_families, rendered_strings
+from fsas_bench.methods.finegrainedad.regions import region_weights
 from fsas_bench.methods.finegrainedad.torch_model import FineGrainedADScorer, QueryFormer
-from fsas_bench.methods.patchknn.lightning_module import _proportional_blocks
 from fsas_bench.methods.registry import register_method
 from fsas_bench.names import child_path
+from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 QFORMER_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}
 """The dtype the released Q-Former is built (and its initialisation drawn) in, per training precision."""
@@ -52,20 +46,8 @@ class FineGrainedAD(FewShotMethod):
 
     def __init__(self, config: FineGrainedADConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        self.require_choice("mfsc_levels", MFSC_LEVELS)
-        self.require_choice("qformer", QFORMER_CHOICES)
-        self.require_choice("memory_tap", MEMORY_TAPS)
-        self.require_choice("mlsa_regions", MLSA_REGIONS)
-        self.require_choice("image_score", IMAGE_SCORE_CHOICES)
-        self.require_choice("candidate_overflow", CANDIDATE_OVERFLOW_CHOICES)
-        if config.image_score == "cls_prompts" and config.mfsc_levels != "none":
-            raise UserError(
-                f"{self.name} image_score=cls_prompts is PromptAD's (mfsc_levels=none): use segmentation_prompts"
-            )
-        backbone = cache.backbone
-        self.blocks = config.blocks or _proportional_blocks(backbone.depth)
-        self.tap_names = [f"{'block' if config.memory_tap == 'block' else 'released_tap'}{b}" for b in self.blocks]
-        self.feature_names = [*self.tap_names, "embedding", "vv_tokens"]
+        self.blocks = config.taps(cache.backbone.depth)
+        self.tap_names = self.names[: len(self.blocks)]
         self.shot_input = Preprocess(pre_resize=config.pre_resize)
         self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
@@ -79,6 +61,12 @@ class FineGrainedAD(FewShotMethod):
         self._regions: Tensor | None = None
         self._fitting: tuple[PromptLearner, Callable[[], dict[str, Tensor]], list[float]] | None = None
 
+    @classmethod
+    def feature_names(cls, config: FineGrainedADConfig, depth: int) -> list[str]:
+        """The memory taps (``block{i}`` or ``released_tap{i}``), then ``embedding`` and ``vv_tokens``."""
+        kind = "block" if config.memory_tap == "block" else "released_tap"
+        return [*(f"{kind}{b}" for b in config.taps(depth)), "embedding", "vv_tokens"]
+
     @property
     def tau(self) -> Tensor:
         """The raw ``logit_scale`` parameter (about ln 100 for CLIP), used without ``exp`` as released."""
@@ -87,24 +75,19 @@ class FineGrainedAD(FewShotMethod):
     # --- per-category training -------------------------------------------------------------------------
 
     def set_support(self, batches: list[dict[str, Any]], category: str) -> None:
-        feats = [f for batch in batches for f in self.features(batch, self.feature_names, variant=self.shot_input)]
-        if not feats:
-            raise UserError(f"{self.name} trains prompts on the references: use --shots 1 or more")
+        feats = self.support_features(batches, self.names, self.shot_input)
         config = self.config
         self.train_seed = config.seed if config.seed >= 0 else torch.initial_seed()
         record, vocab = self.caption_record(category, batches)
         device = self.cache.backbone.mean.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.train_seed)
-            families = build_families(
-                record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab
-            )
-            model = self.cache.backbone.model
+            families = build_families(record, vocab, config.mfsc_levels, self.train_seed, config.n_pro, config.n_pro_ab)
             self.learner = self.prompt_learner(families, config.n_pro).to(device)
             self.qformer = None
             if len(families) > 1 and config.qformer == "random_frozen":
                 dtype = QFORMER_DTYPES.get(config.precision, torch.float32)
-                qformer = QueryFormer(len(families), model.visual.output_dim, dtype=dtype)
+                qformer = QueryFormer(len(families), self.cache.backbone.model.visual.output_dim, dtype=dtype)
                 self.qformer = qformer.float().to(device).requires_grad_(False)
             self._shot_tokens = F.normalize(torch.stack([f["vv_tokens"] for f in feats]), dim=-1).to(device)
             self._log_prompts(category, record, families, len(feats))
@@ -177,24 +160,10 @@ class FineGrainedAD(FewShotMethod):
     def _fit(self, learner: PromptLearner, objective: Callable[[], dict[str, Tensor]], history: list[float]) -> None:
         """The released schedule on the k shots: one SGD step per epoch on ``learner``'s parameters minimising
         ``objective()["total"]`` (appended to ``history``), quiet Lightning Trainer."""
-        device = self._shot_tokens.device
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        trainer = L.Trainer(
-            max_epochs=self.config.epochs,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=[device.index or 0] if device.type == "cuda" else 1,
-            precision=self.config.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-        )
+        config = self.config
+        trainer = quiet_trainer(self._shot_tokens.device, max_epochs=config.epochs, precision=config.precision)
         self._fitting = (learner, objective, history)
-        with warnings.catch_warnings():
-            noises = ("does not have many workers", "isinstance\\(treespec, LeafSpec\\)", "in eval mode at the start")
-            for noise in noises:
-                warnings.filterwarnings("ignore", message=f".*{noise}.*")
+        with quiet_warnings():
             trainer.fit(self, train_dataloaders=DataLoader([0], batch_size=None))
         self._fitting = None
         self.eval()
@@ -264,7 +233,7 @@ class FineGrainedAD(FewShotMethod):
         device = self._shot_tokens.device
         maps, scores = [], []
         with torch.no_grad():
-            for f in self.features(batch, self.feature_names, variant=self.query_input):
+            for f in self.features(batch, self.names, variant=self.query_input):
                 taps = [f[name].to(device) for name in self.tap_names]
                 pixel, score = self.scorer(taps, f["vv_tokens"].to(device), f["embedding"].to(device))
                 maps.append(pixel)
@@ -272,11 +241,3 @@ class FineGrainedAD(FewShotMethod):
         return MethodOutput(
             anomaly_maps=torch.stack(maps).float().cpu(), image_scores=torch.stack(scores).float().cpu()
         )
-
-
-@register_method
-class PromptAD(FineGrainedAD):
-    """PromptAD (Li et al., CVPR 2024): the same module with ``mfsc_levels=none`` (class-name prompts)."""
-
-    name = "promptad"
-    config_cls = PromptADConfig

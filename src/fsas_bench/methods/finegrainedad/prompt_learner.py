@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from fsas_bench.errors import UserError
 from fsas_bench.methods.finegrainedad.prompts import ATTRIBUTES, Family, render
-from fsas_bench.methods.finegrainedad.text_encoder import encode_embedded_prompts, token_embeddings, tokenize
+from fsas_bench.methods.text import encode_embedded_prompts, token_embeddings, tokenize
 
 ROLES = ("normal", "handle", "learned")
 GATE_GROUPS = ("normal", "abnormal")  # normal prompts use the normal gates; handle and learned the abnormal

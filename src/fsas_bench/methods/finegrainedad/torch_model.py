@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsas_bench.methods.ops import grid_side, min_cosine_distance, upsample_and_blur
-
+from fsas_bench.methods.ops import harmonic_mean, memory_distance_grid, upsample_and_blur
+from fsas_bench.methods.text import anomaly_probability
 
 QFORMER_HEADS = 8
 
@@ -73,13 +73,13 @@ def text_anomaly(tokens: Tensor, pairs: Tensor, keys: Tensor, tau: Tensor) -> Te
     """
     choice = (tokens @ F.normalize(keys, dim=-1).T).argmax(dim=1)
     chosen = pairs[choice]  # N × 2 × D
-    logits = tau * torch.einsum("nd,ncd->nc", tokens, chosen)
-    return logits.softmax(dim=-1)[:, 1]
+    return anomaly_probability(torch.einsum("nd,ncd->nc", tokens, chosen), tau)
 
 
 def harmonic(a: Tensor, b: Tensor, eps: float) -> Tensor:
-    """1 / (1/(a + eps) + 1/(b + eps)): half the harmonic mean; a zero input gives 0 when eps = 0."""
-    return 1.0 / (1.0 / (a + eps) + 1.0 / (b + eps))
+    """1 / (1/(a + eps) + 1/(b + eps)) as released: half the harmonic mean (exactly: halving is exact in
+    floating point); a zero input gives 0 when eps = 0."""
+    return harmonic_mean(torch.stack([a, b]), eps) / 2
 
 
 class FineGrainedADScorer(nn.Module):
@@ -111,16 +111,10 @@ class FineGrainedADScorer(nn.Module):
         self.memory, self.pairs, self.keys, self.tau = memory, pairs, keys, tau
         self.image_candidates = image_candidates if image_candidates is not None else (pairs, keys)
 
-    def vision_grid(self, taps: list[Tensor]) -> Tensor:
-        """V_map: mean over taps of each token's min (1 − cos)/2 to the bank, ``g × g``."""
-        dist = torch.stack([min_cosine_distance(t, m.to(t)) for t, m in zip(taps, self.memory, strict=True)])
-        side = grid_side(dist.shape[1])
-        return dist.mean(0).view(side, side)
-
     def forward(self, taps: list[Tensor], vv_tokens: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``S × S`` and image score of one query (``taps``: per tap ``N × C``; ``vv_tokens`` ``N × D``;
         ``embedding`` ``D``; tokens and embedding need not be normalised)."""
-        vision = self.vision_grid(taps)
+        vision = memory_distance_grid(taps, self.memory)  # V_map, g × g
         tokens = F.normalize(vv_tokens, dim=-1)
         text = text_anomaly(tokens, self.pairs, self.keys, self.tau).view_as(vision)
         pixel = upsample_and_blur(harmonic(text, vision, self.harmonic_eps)[None], self.output_size, self.sigma)[0]

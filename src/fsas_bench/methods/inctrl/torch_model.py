@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsas_bench.methods.ops import upsample_and_blur
+from fsas_bench.methods.ops import min_cosine_distance, upsample_and_blur
+from fsas_bench.methods.text import CLIP_LOGIT_SCALE, anomaly_probability
 
-TEXT_TEMPERATURE = 100.0
-"""Logit scale of the text prior's two-way softmax (the released code's ×100)."""
 LOSSES = ("official", "bce_prob")
 PIXEL_MAPS = ("Mx", "holistic")
 HEAD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -98,23 +97,17 @@ def patch_residual(query: Tensor, prompts: Tensor) -> Tensor:
     """M: ``B × L × N × C`` query tokens and ``B|1 × L × (K·N) × C`` prompt tokens → ``B × N``, the mean over
     blocks of each patch's minimum 0.5·(1 − cos) to all prompt patches of that block.
 
-    One batched matmul over (query, block) pairs: each query meets only its own prompts (no batch mixing).
-    min 0.5·(1 − cos) is taken as 0.5·(1 − max cos), the same value; rounding below 0 is clamped to 0.
+    One batched :func:`~fsas_bench.methods.ops.min_cosine_distance` over (query, block) pairs: each query meets
+    only its own prompts (no batch mixing).
     """
-    cos = F.normalize(query, dim=-1) @ F.normalize(prompts, dim=-1).transpose(-1, -2)  # B × L × N × K·N
-    return (0.5 * (1 - cos.amax(dim=-1))).clamp_min(0.0).mean(dim=1)
-
-
-def text_prototypes(normal: Tensor, anomalous: Tensor) -> Tensor:
-    """``2 × D`` prototypes from ``T × D`` sentence embeddings: normalise each, average, normalise again."""
-    return torch.stack([F.normalize(F.normalize(s, dim=-1).mean(0), dim=-1) for s in (normal, anomalous)])
+    return min_cosine_distance(query, prompts).mean(dim=1)
 
 
 def text_score(embedding: Tensor, prototypes: Tensor) -> Tensor:
     """s_a = softmax(100 · cos(f, [t_n, t_a]))[anomalous] for ``B × D`` embeddings and ``B|1 × 2 × D`` unit
     prototypes."""
     cos = (prototypes @ F.normalize(embedding, dim=-1)[:, :, None]).squeeze(-1)  # B × 2
-    return (TEXT_TEMPERATURE * cos).softmax(dim=-1)[:, 1]
+    return anomaly_probability(cos, CLIP_LOGIT_SCALE)
 
 
 class InCTRLModel(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fsas_bench.methods.ops import grid_side, min_cosine_distance, upsample_and_blur
+from fsas_bench.methods.ops import memory_distance_grid, upsample_and_blur
 
 
 class PatchKNNModel(nn.Module):
@@ -24,24 +24,18 @@ class PatchKNNModel(nn.Module):
         self.output_size = output_size
         self.sigma = sigma
         self.image_score = image_score
-        self.memory: dict[int, Tensor] = {}
+        self.memory: list[Tensor] = []
 
     def set_memory(self, tokens: dict[int, Tensor]) -> None:
-        """Store the reference memory: block → ``M × C`` tokens of all k references."""
-        self.memory = {b: tokens[b] for b in self.blocks}
-
-    def grid_distances(self, tokens: dict[int, Tensor]) -> Tensor:
-        """Mean over blocks of each patch's distance to the memory: ``N`` patch tokens per block → ``h × w``."""
-        dist = torch.stack([min_cosine_distance(tokens[b], self.memory[b].to(tokens[b].device)) for b in self.blocks])
-        side = grid_side(dist.shape[1])
-        return dist.mean(0).view(side, side)
+        """Store the reference memory: block → ``M × C`` tokens of all k references (kept in block order)."""
+        self.memory = [tokens[b] for b in self.blocks]
 
     def forward(self, tokens: list[dict[int, Tensor]]) -> tuple[Tensor, Tensor]:
         """Maps ``B × S × S`` and image scores ``B`` for B queries (each block → ``N × C`` tokens).
 
         Queries are scored one at a time, so results do not depend on the batch composition.
         """
-        grids = torch.stack([self.grid_distances(t) for t in tokens])
+        grids = torch.stack([memory_distance_grid([t[b] for b in self.blocks], self.memory) for t in tokens])
         maps = upsample_and_blur(grids, self.output_size, self.sigma)
         source = maps if self.image_score == "map_max" else grids
         return maps, source.flatten(1).amax(dim=1)

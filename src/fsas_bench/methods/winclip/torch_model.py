@@ -7,12 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsas_bench.backbones.clip import sliding_windows
-from fsas_bench.methods.ops import min_cosine_distance, upsample_and_blur
-
-
-def harmonic_mean(values: Tensor, eps: float = 0.0) -> Tensor:
-    """Harmonic mean over the first axis: n / Σ 1/(v + eps). A zero value gives 0 (the limit), never NaN."""
-    return values.shape[0] / (1.0 / (values + eps)).sum(0)
+from fsas_bench.methods.ops import harmonic_mean, min_cosine_distance, upsample_and_blur
+from fsas_bench.methods.text import anomaly_probability
 
 
 class WindowAggregator(nn.Module):
@@ -72,18 +68,15 @@ class WinCLIPModel(nn.Module):
         self.prototypes: Tensor | None = None
         self.memory: dict[str, Tensor] = {}
 
-    def set_prototypes(self, normal: Tensor, anomalous: Tensor) -> None:
-        """Text prototypes ``t_n``, ``t_a`` (each ``D``) as a ``2 × D`` tensor."""
-        self.prototypes = torch.stack([normal, anomalous])
-
     def set_memory(self, memory: dict[str, Tensor]) -> None:
         """Reference memory: ``final_tokens`` ``kN × C`` and ``window{s}`` ``kW × D``; empty for zero-shot."""
         self.memory = memory
 
     def class_score(self, embeddings: Tensor) -> Tensor:
-        """Anomalous probability softmax(cos(f, [t_n, t_a]) / T)[1] of ``... × D`` embeddings."""
+        """Anomalous probability softmax(cos(f, [t_n, t_a]) / T)[1] of ``... × D`` embeddings (``prototypes``:
+        the ``2 × D`` text prototypes)."""
         cos = F.normalize(embeddings, dim=-1) @ F.normalize(self.prototypes.to(embeddings), dim=-1).T
-        return (cos / self.temperature).softmax(dim=-1)[..., 1]
+        return anomaly_probability(cos / self.temperature)
 
     def score_one(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Patch-grid map ``h × w`` and image score of one query."""
