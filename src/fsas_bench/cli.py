@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed of the whole run (default 0, the shipped weights' seed)")
     pre.add_argument("--epochs", type=_strict_int(), help="passes over the pairs (default: the shipped recipe's)")
     pre.add_argument("--resume", action="store_true", help="continue from <out>.run/checkpoints/last.ckpt")
+    syn = sub.add_parser("synth", help="write a synthetic dataset at real-data scale (an MVTec tree for --data-root)")
+    syn.add_argument("--preset", required=True, choices=("mvtec-scale",),
+                     help="mvtec-scale: MVTec AD's 15 categories, counts and image sides (5,354 PNGs)")
+    syn.add_argument("--out", type=Path, required=True, help="folder to pass as --data-root (writes OUT/mvtec/)")
+    syn.add_argument("--categories", help="comma-separated categories (default: all)")
+    syn.add_argument("--limit", type=_strict_int(), metavar="N", help="at most N images per split and defect type")
     return parser
 
 
@@ -454,6 +460,17 @@ def _report(args: argparse.Namespace, console: Console) -> None:
         console.print(f"wrote {write_html_report(args.dir)}")
 
 
+def _synth(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.data.synthetic.scale import write_scale_preset
+
+    with Progress(TextColumn("writing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task(args.preset, total=None)
+        count = write_scale_preset(args.preset, args.out, _names(args.categories), args.limit,
+                                   lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
+    console.print(f"wrote {count} images to {args.out / 'mvtec'}: use --data-root {args.out} --datasets mvtec")
+
+
 def _list(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.backbones import list_backbones
     from fsas_bench.backbones.registry import shipped_arches, shipped_tags
@@ -496,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handlers = {"run": _run, "plan": _plan, "regress": _regress, "report": _report, "list": _list,
-                    "pretrain-tiny-clip": _pretrain_tiny_clip}  # fmt: skip
+                    "pretrain-tiny-clip": _pretrain_tiny_clip, "synth": _synth}  # fmt: skip
         status = handlers[args.command](args, console)
     except UserError as err:
         print(f"fsas-bench: error: {err}", file=sys.stderr)
