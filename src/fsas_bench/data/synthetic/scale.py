@@ -87,7 +87,7 @@ def write_scale_preset(
     out: Path,
     categories: Sequence[str] = (),
     limit: int | None = None,
-    on_image: Callable[[int, int], None] = lambda done, total: None,
+    on_image: Callable[[int, int], None] = lambda *progress: None,
 ) -> int:
     """Write ``preset`` as an MVTec tree ``out/mvtec/<category>/...``; the number of images written.
 
