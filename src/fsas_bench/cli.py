@@ -132,6 +132,16 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-examples", type=_strict_int(), metavar="N",
                         help="example test images per category whose maps (seed 0) are kept, with every cell's "
                              "ROC/PRO curves, for 'report --html' (default 4; 0 keeps no pictures)")  # fmt: skip
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="autocast precision of the frozen backbone (default fp32; recorded in every row)")
+    parser.add_argument("--encode-batch", type=_strict_int((1, 4096)), metavar="N",
+                        help="images per backbone forward when a category is encoded ahead (default 1 on CPU, 32 "
+                             "on a GPU); never changes a feature on CPU")  # fmt: skip
+    parser.add_argument("--workers", type=_strict_int((0, 256)), metavar="N",
+                        help="image decode processes (default: the CPUs but one, at most 8; 0 = main process)")
+    parser.add_argument("--cache-memory", metavar="BYTES",
+                        help="most feature bytes held in memory, e.g. 2G (default: no bound); older features "
+                             "spill to the --feature-cache folder (or a temporary one) and are read back")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed of the whole run (default 0, the shipped weights' seed)")
     pre.add_argument("--epochs", type=_strict_int(), help="passes over the pairs (default: the shipped recipe's)")
     pre.add_argument("--resume", action="store_true", help="continue from <out>.run/checkpoints/last.ckpt")
+    syn = sub.add_parser("synth", help="write a synthetic dataset at real-data scale (an MVTec tree for --data-root)")
+    syn.add_argument("--preset", required=True, choices=("mvtec-scale",),
+                     help="mvtec-scale: MVTec AD's 15 categories, counts and image sides (5,354 PNGs)")
+    syn.add_argument("--out", type=Path, required=True, help="folder to pass as --data-root (writes OUT/mvtec/)")
+    syn.add_argument("--categories", help="comma-separated categories (default: all)")
+    syn.add_argument("--limit", type=_strict_int(), metavar="N", help="at most N images per split and defect type")
     return parser
 
 
@@ -252,7 +268,7 @@ def _check_run_args(args: argparse.Namespace) -> _RunArgs:
     from fsas_bench.data.registry import check_dataset_name
     from fsas_bench.files import check_writable_dir
     from fsas_bench.methods import check_method_name
-    from fsas_bench.options import check_device_name, parse_eval_size
+    from fsas_bench.options import check_device_name, parse_bytes, parse_eval_size
 
     methods, datasets = _names(args.methods), _names(args.datasets)
     for method in methods:
@@ -271,6 +287,8 @@ def _check_run_args(args: argparse.Namespace) -> _RunArgs:
         raise UserError(f"--save-examples {args.save_examples} is invalid: use 0 (no pictures) or a positive integer")
     parse_eval_size(args.eval_size, args.mask_resize)
     check_device_name(args.device)
+    if args.cache_memory is not None:
+        parse_bytes(args.cache_memory, "--cache-memory")
     for name in datasets:
         check_dataset_name(name, args.data_root)
     out = args.out or Path(DEFAULT_OUT_ROOT) / (
@@ -288,6 +306,7 @@ def _sweep_spec(args: argparse.Namespace) -> SweepSpec:
     checked = _check_run_args(args)
     from fsas_bench.backbones.registry import default_pretrained
     from fsas_bench.metrics.frame import EvalFrame
+    from fsas_bench.options import parse_bytes
     from fsas_bench.runner.sweep import SweepSpec
 
     return SweepSpec(
@@ -311,6 +330,10 @@ def _sweep_spec(args: argparse.Namespace) -> SweepSpec:
         executor=args.executor,
         ray_address=args.ray_address,
         **({} if args.save_examples is None else {"save_examples": args.save_examples}),
+        precision=args.precision,
+        encode_batch=args.encode_batch,
+        workers=args.workers,
+        cache_memory=None if args.cache_memory is None else parse_bytes(args.cache_memory, "--cache-memory"),
     )
 
 
@@ -437,6 +460,17 @@ def _report(args: argparse.Namespace, console: Console) -> None:
         console.print(f"wrote {write_html_report(args.dir)}")
 
 
+def _synth(args: argparse.Namespace, console: Console) -> None:
+    from fsas_bench.data.synthetic.scale import write_scale_preset
+
+    with Progress(TextColumn("writing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task(args.preset, total=None)
+        count = write_scale_preset(args.preset, args.out, _names(args.categories), args.limit,
+                                   lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
+    console.print(f"wrote {count} images to {args.out / 'mvtec'}: use --data-root {args.out} --datasets mvtec")
+
+
 def _list(args: argparse.Namespace, console: Console) -> None:
     from fsas_bench.backbones import list_backbones
     from fsas_bench.backbones.registry import shipped_arches, shipped_tags
@@ -480,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handlers = {"run": _run, "plan": _plan, "regress": _regress, "report": _report, "list": _list,
-                    "pretrain-tiny-clip": _pretrain_tiny_clip}  # fmt: skip
+                    "pretrain-tiny-clip": _pretrain_tiny_clip, "synth": _synth}  # fmt: skip
         with quiet_warnings():  # Lightning's warnings that no user can act on
             status = handlers[args.command](args, console)
     except UserError as err:

@@ -31,3 +31,17 @@ def check_device_name(device: str) -> None:
     index = strict_int(device.removeprefix("cuda:")) if device.startswith("cuda:") else None
     if index is None or index < 0:
         raise UserError(f"--device '{device}' is unknown: use cpu or cuda (cuda:N)")
+
+
+BYTE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str, option: str) -> int:
+    """``--cache-memory``-style sizes: a positive integer of bytes, optionally with a binary unit K, M, G or T
+    (``512M`` = 512 × 2²⁰)."""
+    unit = text[-1:].upper() if text[-1:].upper() in BYTE_UNITS else ""
+    number = strict_int(text[: len(text) - len(unit)])
+    if number is None or number <= 0:
+        raise UserError(f"{option} '{text}' is invalid: use a positive number of bytes, optionally with K, M or G "
+                        "(e.g. 2G)")  # fmt: skip
+    return number * BYTE_UNITS[unit]

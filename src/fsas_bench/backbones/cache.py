@@ -2,14 +2,23 @@
 
 Entries are keyed by the backbone identity (architecture, weights, preprocessing variant) and the SHA-256 of
 the image file, so they are shared across shots, seeds and methods of a run; features of different
-preprocessing variants never mix. Images are decoded only on a miss
-and always encoded one at a time, which makes features independent of how queries are batched.
+preprocessing variants never mix. A unit of work fills the cache ahead (:meth:`FeatureCache.encode_ahead`:
+decode workers, fixed-size encode batches, see :mod:`fsas_bench.backbones.pipeline`); what it did not foresee
+is decoded on a miss and encoded alone. Either way features are independent of how images are batched.
+
+With a memory budget the in-memory entries are a least-recently-used set of at most that many bytes: entries
+pushed out live on disk (the ``--feature-cache`` folder, else a private temporary folder) and are read back
+when asked for again, so auxiliary training streams its features from disk instead of holding them all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +28,21 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from fsas_bench.backbones.clip import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, Preprocess
+from fsas_bench.backbones.pipeline import EncodeSettings, ImageReader, encode_images
 from fsas_bench.files import atomic_write
 
 
 @dataclass
 class CacheStats:
-    """Counters of one cache: image requests served from memory/disk, missed, backbone forwards run, and the
-    seconds spent in them."""
+    """Counters of one cache: image requests served from memory/disk, missed, images encoded by the backbone,
+    the seconds spent encoding, entries pushed out of memory by the budget, and the most bytes held in memory."""
 
     hits: int = 0
     misses: int = 0
     forwards: int = 0
     encode_seconds: float = 0.0
+    evictions: int = 0
+    peak_memory_bytes: int = 0
 
 
 class FeatureCache:
@@ -39,16 +51,23 @@ class FeatureCache:
     Args:
         backbone: the frozen backbone that produces the features.
         disk_dir: optional directory persisting entries across runs.
+        memory_budget: most bytes of features held in memory (None: no bound); entries beyond it are spilled
+            to ``disk_dir`` or, without one, to a temporary folder removed with the cache.
     """
 
-    def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None) -> None:
+    def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None, memory_budget: int | None = None) -> None:
         self.backbone = backbone
+        if memory_budget is not None and disk_dir is None:
+            disk_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
+            weakref.finalize(self, shutil.rmtree, disk_dir, True)
         self.disk_dir = disk_dir
+        self.memory_budget = memory_budget
         self.stats = CacheStats()
         self.prefetch: set[str] = set()
         """Features encoded together with any miss: the union every method of a sweep reads, so that each
         image goes through the backbone once per run however many methods use it."""
-        self._memory: dict[str, BackboneFeatures] = {}
+        self._memory: OrderedDict[str, BackboneFeatures] = OrderedDict()
+        self._memory_bytes = 0
 
     def features(
         self,
@@ -89,13 +108,72 @@ class FeatureCache:
                 self._store(key, entry)
             else:
                 self.stats.hits += 1
-            self._memory[key] = entry
+            self._remember(key, entry)
             result.append(entry)
         return result
+
+    def encode_ahead(
+        self,
+        image_shas: Sequence[str],
+        paths: Sequence[Path],
+        reader: ImageReader,
+        settings: EncodeSettings,
+        variant: Preprocess = DEFAULT_PREPROCESS,
+    ) -> int:
+        """Encode the :attr:`prefetch` features of every listed image not cached yet, through the pipeline
+        (decode workers, fixed-size batches), so that the unit's later :meth:`features` calls all hit.
+
+        Args:
+            image_shas / paths: SHA-256 and file of each image (duplicates by SHA are encoded once).
+            reader: path → RGB uint8 array.
+            settings: encode batch and decode workers.
+            variant: the preprocessing of the features.
+
+        Returns:
+            how many images were encoded.
+        """
+        names = sorted(self.prefetch)
+        identity = self.backbone.variant_identity(variant)
+        todo: dict[str, tuple[str, Path, BackboneFeatures]] = {}
+        for sha, path in zip(image_shas, paths, strict=True):
+            key = self._key(identity, sha)
+            if key in todo or key in self._memory:
+                continue
+            entry = self._load(key) or {}
+            if set(names) - entry.keys():
+                todo[key] = (sha, path, entry)
+        if not names or not todo:
+            return 0
+        keys = list(todo)
+        start = time.perf_counter()
+        transform = self.backbone.transform(variant)
+        for i, encoded in encode_images(self.backbone, [todo[k][1] for k in keys], names, reader, transform, settings):
+            entry = {**encoded, **todo[keys[i]][2]}
+            self._store(keys[i], entry)
+            self._remember(keys[i], entry)
+        self.stats.encode_seconds += time.perf_counter() - start
+        self.stats.misses += len(keys)
+        self.stats.forwards += len(keys)
+        return len(keys)
 
     def clear_memory(self) -> None:
         """Drop in-memory entries (e.g. when a run moves to the next category); disk entries stay."""
         self._memory.clear()
+        self._memory_bytes = 0
+
+    def _remember(self, key: str, entry: BackboneFeatures) -> None:
+        """Keep ``entry`` in memory as the most recently used; push the least recently used ones out (they are
+        on disk) while the budget is exceeded."""
+        if (old := self._memory.pop(key, None)) is not None:
+            self._memory_bytes -= _nbytes(old)
+        self._memory[key] = entry
+        self._memory_bytes += _nbytes(entry)
+        budget = self.memory_budget
+        while budget is not None and self._memory_bytes > budget and len(self._memory) > 1:
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_bytes -= _nbytes(evicted)
+            self.stats.evictions += 1
+        self.stats.peak_memory_bytes = max(self.stats.peak_memory_bytes, self._memory_bytes)
 
     @staticmethod
     def _key(identity: str, image_sha: str) -> str:
@@ -114,8 +192,13 @@ class FeatureCache:
             return None
 
     def _store(self, key: str, entry: BackboneFeatures) -> None:
+        """Write ``entry`` to disk (when the cache has a disk folder)."""
         if self.disk_dir is None:
             return
         tensors = {name: t.contiguous() for name, t in entry.items()}
         path = self.disk_dir / f"{key}.safetensors"
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}), "feature cache entry")
+
+
+def _nbytes(entry: BackboneFeatures) -> int:
+    return sum(t.numel() * t.element_size() for t in entry.values())

@@ -42,6 +42,9 @@ BackboneFeatures = dict[str, Tensor]
 """Named features of one image (see :meth:`ClipBackbone.encode`)."""
 
 RESIZE_RULES = ("resize", "resize_centercrop")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``--precision`` → the autocast dtype of the frozen backbone's forward passes (fp32: no autocast)."""
+DEFAULT_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,33 @@ def center_crop(image: Image.Image, side: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
+@dataclass(frozen=True)
+class InputTransform:
+    """A backbone's image → input transform as plain data (picklable: DataLoader workers run it).
+
+    Attributes:
+        size: input side S.
+        mean / std: per-channel normalisation of the backbone.
+        variant: the preprocessing variant.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    variant: Preprocess = DEFAULT_PREPROCESS
+
+    def __call__(self, image: np.ndarray) -> Tensor:
+        """RGB uint8 ``H × W × 3`` → normalised ``3 × S × S`` float32 tensor."""
+        size, variant = self.size, self.variant
+        pil = Image.fromarray(variant.prepare(image))
+        if variant.resize == "resize_centercrop":
+            resized = center_crop(pil.resize(short_side_size(pil.size, size), Image.Resampling.BICUBIC), size)
+        else:
+            resized = pil.resize((size, size), Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+
+
 class ClipBackbone(nn.Module):
     """A frozen open_clip model with fsas-bench's preprocessing and feature taps.
 
@@ -159,10 +189,14 @@ class ClipBackbone(nn.Module):
         arch: open_clip architecture name.
         pretrained: what the weights are, for result rows (tag, file name or the random-weights label).
         weights_id: identity of the weights for cache keys (tag, file SHA-256, or random seed).
+        precision: a key of :data:`PRECISIONS`: the autocast dtype of every forward (fp32: none).
     """
 
-    def __init__(self, model: nn.Module, arch: str, pretrained: str, weights_id: str) -> None:
+    def __init__(self, model: nn.Module, arch: str, pretrained: str, weights_id: str,
+                 precision: str = DEFAULT_PRECISION) -> None:  # fmt: skip
         super().__init__()
+        check_precision(precision)
+        self.precision = precision
         self.model = model.eval().requires_grad_(False)
         self.arch = arch
         self.pretrained = pretrained
@@ -178,6 +212,7 @@ class ClipBackbone(nn.Module):
         cfg = open_clip.get_model_preprocess_cfg(model)
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(3, 1, 1), persistent=False)
+        self._norm = (tuple(cfg["mean"]), tuple(cfg["std"]))
         self.preprocess_id = json.dumps(
             {"size": self.image_size, "resize": "bicubic-no-crop", "mean": cfg["mean"], "std": cfg["std"]},
             sort_keys=True,
@@ -187,30 +222,38 @@ class ClipBackbone(nn.Module):
     @property
     def identity(self) -> str:
         """Everything that determines an image's features apart from the image and the block (default
-        preprocessing)."""
-        return json.dumps([self.arch, self.weights_id, self.preprocess_id])
+        preprocessing); the precision only when it is not fp32 (fp32 identities predate the option)."""
+        base = [self.arch, self.weights_id, self.preprocess_id]
+        return json.dumps(base if self.precision == DEFAULT_PRECISION else [*base, f"precision={self.precision}"])
 
     def variant_identity(self, variant: Preprocess = DEFAULT_PREPROCESS) -> str:
         """:attr:`identity` for images preprocessed with ``variant`` (the default variant: :attr:`identity`)."""
         if variant.is_default:
             return self.identity
-        return json.dumps([self.arch, self.weights_id, self.preprocess_id, variant.id])
+        return json.dumps([*json.loads(self.identity), variant.id])
+
+    def transform(self, variant: Preprocess = DEFAULT_PREPROCESS) -> InputTransform:
+        """The picklable image → input transform of ``variant`` (see :class:`InputTransform`)."""
+        return InputTransform(self.image_size, *self._norm, variant)
 
     def preprocess(self, image: np.ndarray, variant: Preprocess = DEFAULT_PREPROCESS) -> Tensor:
         """RGB uint8 ``H × W × 3`` → normalised ``3 × S × S`` float tensor, as ``variant`` says (default: plain
         bicubic resize, no crop)."""
-        size = self.image_size
-        pil = Image.fromarray(variant.prepare(image))
-        if variant.resize == "resize_centercrop":
-            resized = center_crop(pil.resize(short_side_size(pil.size, size), Image.Resampling.BICUBIC), size)
-        else:
-            resized = pil.resize((size, size), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (x - self.mean.cpu()) / self.std.cpu()
+        return self.transform(variant)(image)
+
+    @contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Autocast to the backbone's precision on its device (nothing for fp32)."""
+        if self.precision == DEFAULT_PRECISION:
+            yield
+            return
+        with torch.autocast(self.mean.device.type, dtype=PRECISIONS[self.precision]):
+            yield
 
     @torch.no_grad()
     def encode(self, images: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-        """Named features of ``images`` ``B × 3 × S × S``; each name gives a ``B × ...`` tensor:
+        """Named float32 features of ``images`` ``B × 3 × S × S`` (each image's independent of the others in
+        the batch on CPU, bitwise), computed under :meth:`autocast`; each name gives a ``B × ...`` tensor:
 
         - ``block{i}``: patch tokens after block i, raw residual stream, CLS dropped (``B × N × C``);
         - ``released_tap{i}``: what PromptAD's/FineGrainedAD's released forward hook on block i ends up holding
@@ -218,7 +261,8 @@ class ClipBackbone(nn.Module):
           its attention residual, so the tap is block i's output + block i + 1's (original-path) attention
           residual ``ls_1(attn(ln_1(x)))``, before its MLP; for the last block the plain output. Equal to the
           released tensor for models without layer scale (the released dual path skips ``ls_1``);
-        - ``embedding``: the projected global image embedding (``B × D``);
+        - ``embedding``: the projected global image embedding (``B × D``), projected one row at a time (a
+          batched matmul may round differently from a single-row one);
         - ``final_tokens``: patch tokens after the last block and ``ln_post``, before ``proj`` (``B × N × C``);
         - ``vv_tokens``: final patch tokens of the V-V ("CLIP Surgery") attention path after ``ln_post`` and
           ``proj`` (``B × N × D``; FineGrainedAD's text-matching tokens);
@@ -226,23 +270,29 @@ class ClipBackbone(nn.Module):
           encoded alone: CLS + its tokens (after positional embedding) through ``ln_pre``, the transformer,
           ``ln_post`` and ``proj`` (WinCLIP).
         """
+        with self.autocast():
+            result = self._encode(images.to(self.mean.device), names)
+        return {name: t.float() for name, t in result.items()}
+
+    def _encode(self, images: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+        """:meth:`encode` in the ambient precision."""
         features = [parse_feature(n) for n in names]
-        images = images.to(self.mean.device)
         blocks = sorted({i for kind, i in features if kind == "block"})
         released = sorted({i for kind, i in features if kind == "released_tap"})
         self._check_blocks(blocks + released)
         last = self.depth - 1
         taps = sorted(set(blocks) | set(released) | {last})  # the last block is always run; tapping it is free
-        out = self.model.visual.forward_intermediates(
-            images, indices=taps, output_fmt="NLC", normalize_intermediates=False, output_extra_tokens=bool(released)
-        )
+        visual = self.model.visual
+        out = visual.forward_intermediates(images, indices=taps, output_fmt="NLC", normalize_intermediates=False,
+                                           intermediates_only=True, output_extra_tokens=True)  # fmt: skip
         tapped = dict(zip(taps, out["image_intermediates"], strict=True))
+        cls = dict(zip(taps, out["image_intermediates_prefix"], strict=True))
         result = {f"block{b}": tapped[b] for b in blocks}
-        if released:
-            cls = dict(zip(taps, out["image_intermediates_prefix"], strict=True))
-            result |= {f"released_tap{b}": self._released_tap(b, cls[b], tapped[b]) for b in released}
+        result |= {f"released_tap{b}": self._released_tap(b, cls[b], tapped[b]) for b in released}
         if "embedding" in names:
-            result["embedding"] = out["image_features"]
+            pooled, _ = visual._pool(torch.cat([cls[last], tapped[last]], dim=1))
+            rows = pooled.split(1)
+            result["embedding"] = torch.cat([r @ visual.proj for r in rows]) if visual.proj is not None else pooled
         if "final_tokens" in names:
             result["final_tokens"] = self.model.visual.ln_post(tapped[last])
         if "vv_tokens" in names:
@@ -286,7 +336,8 @@ class ClipBackbone(nn.Module):
         key = tuple(prompts)
         if key not in self._text_cache:
             tokens = open_clip.get_tokenizer(self.arch)(list(key)).to(self.mean.device)
-            self._text_cache[key] = self.model.encode_text(tokens)
+            with self.autocast():
+                self._text_cache[key] = self.model.encode_text(tokens).float()
         return self._text_cache[key]
 
     def check_features(self, names: Sequence[str]) -> None:
@@ -304,8 +355,15 @@ class ClipBackbone(nn.Module):
             )
 
 
+def check_precision(precision: str) -> None:
+    """UserError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
+
+
 def load_backbone(
-    arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0, allow_random: bool = False
+    arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0, allow_random: bool = False,
+    precision: str = DEFAULT_PRECISION,
 ) -> ClipBackbone:
     """Build a frozen backbone from an open_clip tag or a local checkpoint file.
 
@@ -317,6 +375,7 @@ def load_backbone(
         device: torch device string.
         seed: seed of the random initialisation (used only without pretrained weights).
         allow_random: permit random weights for upstream architectures (speed benchmarks).
+        precision: the autocast precision of the backbone's forwards (see :data:`PRECISIONS`).
 
     Raises:
         UserError: unknown architecture, unknown tag, unreadable/mismatched checkpoint, shipped weights whose
@@ -335,9 +394,9 @@ def load_backbone(
         with torch.random.fork_rng(devices=[]), _quiet_root_logger():
             torch.manual_seed(seed)
             model = open_clip.create_model(arch, pretrained=None, device=device)
-        return ClipBackbone(model, arch, RANDOM_WEIGHTS_LABEL, f"random-seed{seed}")
+        return ClipBackbone(model, arch, RANDOM_WEIGHTS_LABEL, f"random-seed{seed}", precision)
     if (shipped := shipped_weights(arch, pretrained)) is not None:
-        return _load_shipped(arch, pretrained, *shipped, device)
+        return _load_shipped(arch, pretrained, *shipped, device, precision)
     path = Path(pretrained).expanduser()
     if path.is_file():
         digest = sha256_file(path)
@@ -348,7 +407,7 @@ def load_backbone(
                 f"checkpoint '{path}' cannot be loaded as {arch} ({_first_line(err)}): "
                 "pass a checkpoint of that architecture, or the matching --backbone"
             ) from None
-        return ClipBackbone(model, arch, path.name, f"file-sha256:{digest}")
+        return ClipBackbone(model, arch, path.name, f"file-sha256:{digest}", precision)
     if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         looks_like_path = any(sep in pretrained for sep in ("/", "\\")) or path.suffix
         what = "checkpoint file does not exist" if looks_like_path else "is not a known pretrained tag"
@@ -365,10 +424,10 @@ def load_backbone(
             f"could not obtain the '{pretrained}' weights of {arch} ({reason}): download the "
             "checkpoint on a machine with network access and pass the file with --pretrained PATH"
         ) from None
-    return ClipBackbone(model, arch, pretrained, pretrained)
+    return ClipBackbone(model, arch, pretrained, pretrained, precision)
 
 
-def _load_shipped(arch: str, tag: str, path: Path, pinned_sha256: str, device: str) -> ClipBackbone:
+def _load_shipped(arch: str, tag: str, path: Path, pinned_sha256: str, device: str, precision: str) -> ClipBackbone:
     """The packaged weights ``tag`` of ``arch``, after checking the file against its pinned SHA-256."""
     digest = sha256_file(path) if path.is_file() else "missing"
     if digest != pinned_sha256:
@@ -377,7 +436,7 @@ def _load_shipped(arch: str, tag: str, path: Path, pinned_sha256: str, device: s
             f"expected {pinned_sha256[:12]}): reinstall fsas-bench"
         )
     model = open_clip.create_model(arch, pretrained=str(path), device=device)
-    return ClipBackbone(model, arch, tag, f"file-sha256:{digest}")
+    return ClipBackbone(model, arch, tag, f"file-sha256:{digest}", precision)
 
 
 @contextmanager

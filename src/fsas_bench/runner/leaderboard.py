@@ -20,7 +20,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write_text
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
 from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_published
-from fsas_bench.runner.results import RESULT_COLUMNS
+from fsas_bench.runner.results import LEGACY_RESULT_COLUMNS, with_legacy_defaults
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
 RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "eval_size",
@@ -33,7 +33,7 @@ def load_results(results_csv: Path) -> pd.DataFrame:
     Raises:
         UserError: the file is empty, truncated, lacks result columns, or holds non-numeric values or shots.
     """
-    frame = _read_table(results_csv, RESULT_COLUMNS, dtype=str, keep_default_na=False)
+    frame = with_legacy_defaults(_read_table(results_csv, LEGACY_RESULT_COLUMNS, dtype=str, keep_default_na=False))
     frame["value"] = _numbers(frame, "value", float, results_csv)
     frame["shot"] = _numbers(frame, "shot", int, results_csv)
     return frame

@@ -44,6 +44,7 @@ class BackboneInfo:
     pretrained: str
     image_size: int
     identity: str
+    precision: str
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from fsas_bench.hashing import sha256_file, sha256_json
 from fsas_bench.metrics.frame import EvalFrame
 from fsas_bench.runner.leaderboard import METRICS
 from fsas_bench.runner.provenance import provenance
-from fsas_bench.runner.results import RESULT_COLUMNS
+from fsas_bench.runner.results import RESULT_COLUMNS, with_legacy_defaults
 from fsas_bench.runner.sweep import SweepSpec
 from fsas_bench.runner.training import CHECKPOINTS, FITS_MANIFEST, ReferenceFits, recorded_losses
 
@@ -51,7 +51,7 @@ KEY = ("method", "dataset", "category", "shot", "seed", "metric")
 VOLATILE = ("run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device")
 SNAPSHOT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in VOLATILE)
 PROTOCOL = (
-    "mode", "method_cfg_hash", "backbone", "pretrained", "image_size", "fit_scope", "train_dataset", "train_seed",
+    "mode", "method_cfg_hash", "backbone", "pretrained", "image_size", "precision", "fit_scope", "train_dataset", "train_seed",
     "transductive", "shot_manifest_sha", "level", "metric_impl", "fpr_limit", "eval_size", "mask_resize",
     "connectivity", "n_test", "n_anomalous", "status",
 )  # fmt: skip
@@ -312,6 +312,7 @@ def read_tidy(path: Path, what: str, required: Sequence[str]) -> pd.DataFrame:
         raise UserError(f"{what} '{path}' not found: {hint}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"{what} '{path}' is not a readable CSV ({str(err).strip()}): fix or regenerate it") from None
+    frame = with_legacy_defaults(frame)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise UserError(

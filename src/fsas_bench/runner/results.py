@@ -16,20 +16,26 @@ import io
 import math
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsas_bench.files import atomic_write_text
 from fsas_bench.names import child_path
 from fsas_bench.numbers import strict_int
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 RESULT_COLUMNS = (
     "run_id", "job_id", "git_sha", "fsas_version", "torch", "open_clip", "device",
-    "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "image_size",
+    "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "image_size", "precision",
     "fit_scope", "train_dataset", "train_seed", "checkpoint_sha", "transductive",
     "dataset", "category", "shot", "seed", "shot_manifest", "shot_manifest_sha",
     "level", "metric", "value", "metric_impl", "fpr_limit", "eval_size", "mask_resize", "connectivity",
     "n_test", "n_anomalous", "status", "reason",
 )  # fmt: skip
+LEGACY_DEFAULTS = {"precision": "fp32"}
+"""Columns added after results were first written, with the value rows written before them meant."""
+LEGACY_RESULT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in LEGACY_DEFAULTS)
 TIMING_COLUMNS = (
     "job_id", "created_at", "time_train_s", "time_fit_s", "time_encode_s", "time_infer_s", "time_metric_s", "ms_per_image",
     "peak_gpu_mem_mb", "cache_hits", "cache_misses", "backbone_forwards",
@@ -53,6 +59,15 @@ def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({c: format_value(row.get(c)) for c in columns})
     return buf.getvalue()
+
+
+def with_legacy_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (text columns) with every :data:`LEGACY_DEFAULTS` column it lacks added (results written
+    before the column existed: e.g. every row without ``precision`` was computed in fp32)."""
+    for column, value in LEGACY_DEFAULTS.items():
+        if column not in frame.columns:
+            frame[column] = value
+    return frame
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -123,9 +138,10 @@ def _valid_cell(path: Path, job_id: str, metrics: Collection[str] | None = None)
     try:
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)
-            if tuple(next(reader, ())) != RESULT_COLUMNS:
+            header = tuple(next(reader, ()))
+            if header not in (RESULT_COLUMNS, LEGACY_RESULT_COLUMNS):
                 return None
-            rows = [dict(zip(RESULT_COLUMNS, line, strict=True)) for line in reader]
+            rows = [LEGACY_DEFAULTS | dict(zip(header, line, strict=True)) for line in reader]
     except (OSError, UnicodeDecodeError, csv.Error, ValueError):
         return None
     if any(r["job_id"] != job_id or r["status"] not in STATUSES or not _is_number(r["value"]) for r in rows):

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from fsas_bench.backbones import TINY_ARCH, load_backbone
+from fsas_bench.backbones.clip import DEFAULT_PRECISION
+from fsas_bench.backbones.pipeline import EncodeSettings, default_encode_batch, default_workers
 from fsas_bench.data.formats import verify_samples
 from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples, write_manifest
 from fsas_bench.data.registry import default_datasets, load_dataset
@@ -69,6 +71,16 @@ class SweepSpec:
     executor: str = "local"  # or "ray" (see runner/executors.py)
     ray_address: str | None = None  # None: a local Ray instance
     save_examples: int = DEFAULT_EXAMPLES  # example images per category kept for the HTML report (0: no pictures)
+    precision: str = DEFAULT_PRECISION  # autocast precision of the frozen backbone (fp32, bf16, fp16)
+    encode_batch: int | None = None  # images per backbone forward when a unit is encoded ahead (None: by device)
+    workers: int | None = None  # decode workers of the encode pipeline (None: from the CPU count)
+    cache_memory: int | None = None  # most bytes of features in memory (None: unbounded); the rest spills to disk
+
+    @property
+    def encode_settings(self) -> EncodeSettings:
+        """The encode pipeline's settings, defaults resolved (see :mod:`fsas_bench.backbones.pipeline`)."""
+        return EncodeSettings(self.encode_batch if self.encode_batch is not None else default_encode_batch(self.device),
+                              self.workers if self.workers is not None else default_workers())  # fmt: skip
 
 
 class Sweep:
@@ -87,6 +99,9 @@ class Sweep:
             raise UserError(f"--executor '{spec.executor}' is unknown: use one of {', '.join(EXECUTORS)}")
         if spec.save_examples < 0:
             raise UserError(f"--save-examples {spec.save_examples} is invalid: use 0 (no pictures) or more")
+        if spec.cache_memory is not None and spec.cache_memory < 1:
+            raise UserError(f"--cache-memory {spec.cache_memory} is invalid: use a positive number of bytes")
+        spec.encode_settings  # noqa: B018  (checks --encode-batch and --workers)
         self.methods = {name: get_method(name) for name in (spec.methods or tuple(list_methods()))}
         names = spec.datasets or tuple(default_datasets(spec.data_root))
         self.indexes = {name: load_dataset(name, spec.data_root) for name in names}
@@ -100,7 +115,8 @@ class Sweep:
             spec.frame.frame_shape(self.indexes[unit.dataset].split(unit.category, "test"))
         _check_device(spec.device)
         self.backbone = load_backbone(
-            spec.backbone, spec.pretrained, device=spec.device, allow_random=spec.allow_random_weights
+            spec.backbone, spec.pretrained, device=spec.device, allow_random=spec.allow_random_weights,
+            precision=spec.precision,
         )
         self.configs = {
             (name, dataset): with_overrides(cls.config_cls.for_run(dataset, spec.mode), spec.overrides.get(name, {}))
@@ -138,7 +154,7 @@ class Sweep:
             units=units,
             prefetch=frozenset(prefetch),
             backbone=BackboneInfo(self.backbone.arch, self.backbone.pretrained, self.backbone.image_size,
-                                  self.backbone.identity),  # fmt: skip
+                                  self.backbone.identity, self.backbone.precision),  # fmt: skip
             threads=torch.get_num_threads(),
         )
 

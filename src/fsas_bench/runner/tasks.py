@@ -22,9 +22,11 @@ import torch
 from safetensors.torch import load_file
 
 from fsas_bench.backbones import ClipBackbone, FeatureCache, load_backbone
-from fsas_bench.data.datamodule import FSASDataModule
+from fsas_bench.data.datamodule import FSASDataModule, image_sha
+from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import support_samples
+from fsas_bench.data.sample import Sample
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import get_method
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
@@ -78,8 +80,9 @@ class Worker:
     def __init__(self, plan: SweepPlan, backbone: ClipBackbone | None = None) -> None:
         spec = plan.spec
         self.backbone = backbone or load_backbone(spec.backbone, spec.pretrained, device=spec.device,
-                                                  allow_random=spec.allow_random_weights)  # fmt: skip
-        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir)
+                                                  allow_random=spec.allow_random_weights,
+                                                  precision=spec.precision)  # fmt: skip
+        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, spec.cache_memory)
         self.cache.prefetch.update(plan.prefetch)
         self.reference = None if spec.reference_fits is None else ReferenceFits(spec.reference_fits)
         self.key = _worker_key(plan)
@@ -99,7 +102,8 @@ def worker_for(plan: SweepPlan, backbone: ClipBackbone | None = None) -> Worker:
 
 def _worker_key(plan: SweepPlan) -> tuple[object, ...]:
     spec = plan.spec
-    return (plan.backbone.identity, spec.device, spec.feature_cache_dir, spec.reference_fits, plan.prefetch)
+    return (plan.backbone.identity, spec.device, spec.feature_cache_dir, spec.cache_memory, spec.reference_fits,
+            plan.prefetch)
 
 
 @contextmanager
@@ -150,18 +154,43 @@ def evaluate_unit(
     on_phase: PhaseReporter = lambda update: None,
 ) -> list[CellOutcome]:
     """Evaluate every unfinished cell of ``unit`` (``trained``: the checkpoints its cells need), writing each
-    cell's files as it finishes; the outcomes in cell order."""
+    cell's files as it finishes; the outcomes in cell order. The unit's images are encoded ahead first
+    (:func:`encode_unit_ahead`)."""
     worker = worker_for(plan)
     worker.cache.clear_memory()  # features of one unit in memory at a time
     evaluator = _UnitEvaluator(plan, unit, worker, trained, on_phase)
     outcomes = []
     with task_scope(plan):
+        if evaluator.pending():
+            on_phase(PhaseUpdate(f"encoding {unit.name}"))
+            evaluator.encode_ahead_s = encode_unit_ahead(plan, unit, worker.cache)
+            on_phase(None)
         for cell in unit.cells:
             outcome = evaluator.run_cell(cell)
             on_cell(outcome)
             outcomes.append(outcome)
     worker.cache.clear_memory()
     return outcomes
+
+
+def unit_samples(plan: SweepPlan, unit: Unit) -> list[Sample]:
+    """Every image a unit's cells read, once, in a fixed order: the test split, then the references of each
+    manifest in plan order."""
+    index = plan.indexes[unit.dataset]
+    found = {s.image_path: s for s in index.split(unit.category, "test")}
+    for cell in unit.cells:
+        for sample in support_samples(plan.manifests[(cell.dataset, cell.shot, cell.seed)], index, unit.category):
+            found.setdefault(sample.image_path, sample)
+    return list(found.values())
+
+
+def encode_unit_ahead(plan: SweepPlan, unit: Unit, cache: FeatureCache) -> float:
+    """Fill ``cache`` with the sweep's prefetch features of every image of ``unit`` (decode workers, fixed-size
+    encode batches); the seconds it took."""
+    start = time.perf_counter()
+    paths = [s.image_path for s in unit_samples(plan, unit)]
+    cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, plan.spec.encode_settings)
+    return time.perf_counter() - start
 
 
 class _UnitEvaluator:
@@ -178,6 +207,14 @@ class _UnitEvaluator:
         self.train_seconds = {jid: trained[job].seconds for jid, job in first_users.items() if job in trained}
         """Training seconds spent in this run, attributed to the first cell (in plan order) using the checkpoint."""
         self._truth: CategoryTruth | None = None
+        self.encode_ahead_s = 0.0
+        """Seconds the unit spent encoding ahead, reported by its first evaluated cell (``time_encode_s``)."""
+
+    def pending(self) -> bool:
+        """Whether any cell of the unit is still to be evaluated."""
+        metrics = metric_names(self.index)
+        return not self.plan.spec.resume or not all(self.store.is_done(self.plan.job_ids[c], metrics)
+                                                     for c in self.unit.cells)  # fmt: skip
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         plan, jid = self.plan, self.plan.job_ids[cell]
@@ -259,9 +296,10 @@ class _UnitEvaluator:
                          "reason": result.reasons.get(metric, "")})  # fmt: skip
         stats = cache.stats
         encode_s = stats.encode_seconds - before.encode_seconds
+        ahead_s, self.encode_ahead_s = self.encode_ahead_s, 0.0
         timing.update(
             time_fit_s=fitted - start,
-            time_encode_s=encode_s,
+            time_encode_s=encode_s + ahead_s,
             time_infer_s=inferred - fitted,
             time_metric_s=done - inferred,
             ms_per_image=1000 * (inferred - fitted - (encode_s - fit_encode_s)) / max(len(self.query), 1),
@@ -294,6 +332,7 @@ class _UnitEvaluator:
             "backbone": plan.backbone.arch,
             "pretrained": plan.backbone.pretrained,
             "image_size": plan.backbone.image_size,
+            "precision": plan.backbone.precision,
             "fit_scope": method_cls.fit_scope,
             "train_dataset": "",
             "train_seed": "",

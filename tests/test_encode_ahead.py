@@ -1,0 +1,141 @@
+"""Encode ahead (decode workers, fixed-size encode batches), precision, and the memory-bounded feature cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fsas_bench.backbones import FeatureCache, load_backbone
+from fsas_bench.backbones.pipeline import EncodeSettings, pad_batch
+from fsas_bench.cli import main
+from fsas_bench.data.formats import read_image_rgb
+from fsas_bench.errors import UserError
+from fsas_bench.methods.inctrl import InCTRLConfig
+from fsas_bench.runner import tasks
+from fsas_bench.runner.results import LEGACY_RESULT_COLUMNS, RESULT_COLUMNS, ResultStore
+from fsas_bench.runner.sweep import Sweep, SweepSpec
+
+EVERY_KIND = ["block1", "block4", "released_tap2", "embedding", "final_tokens", "vv_tokens", "window2"]
+"""One feature name of every kind the backbone computes."""
+
+
+def test_pad_batch_repeats_the_last_image():
+    images = torch.arange(2 * 3).float().view(2, 3)
+    padded = pad_batch(images, 4)
+    assert padded.shape == (4, 3)
+    assert torch.equal(padded[:2], images) and torch.equal(padded[2], images[1]) and torch.equal(padded[3], images[1])
+    assert pad_batch(images, 2) is images
+
+
+@pytest.mark.parametrize("settings", [EncodeSettings(16, 2), EncodeSettings(3, 0)])
+def test_encoded_ahead_features_are_bitwise_those_of_each_image_alone(tiny_backbone, image_files, settings):
+    batch = image_files(20)
+    paths = [Path(p) for p in batch["path"]]
+    ahead = FeatureCache(tiny_backbone)
+    ahead.prefetch.update(EVERY_KIND)
+    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb, settings) == 20
+    assert ahead.stats.forwards == 20
+    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb, settings) == 0  # all cached now
+    cached = ahead.features(batch["sha"], EVERY_KIND, lambda i: pytest.fail("a cached image was decoded"))
+    assert ahead.stats.forwards == 20 and ahead.stats.hits == 20
+    for i, path in enumerate(paths):  # the reference: each image encoded alone, straight through the backbone
+        alone = tiny_backbone.encode(tiny_backbone.preprocess(read_image_rgb(path)).unsqueeze(0), EVERY_KIND)
+        for name in EVERY_KIND:
+            assert torch.equal(cached[i][name], alone[name][0]), (i, name)
+
+
+def test_encode_settings_are_checked():
+    with pytest.raises(UserError, match="--encode-batch 0 is invalid"):
+        EncodeSettings(0, 0)
+    with pytest.raises(UserError, match="--workers -1 is invalid"):
+        EncodeSettings(1, -1)
+
+
+def test_memory_budget_keeps_the_most_recent_entries_and_reads_the_rest_back(tiny_backbone, image_files):
+    batch = image_files(6)
+    load = lambda i: tiny_backbone.preprocess(read_image_rgb(Path(batch["path"][i])))  # noqa: E731
+    unbounded = FeatureCache(tiny_backbone).features(batch["sha"], ["block2", "embedding"], load)
+    entry_bytes = sum(t.numel() * t.element_size() for t in unbounded[0].values())
+    cache = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes)
+    first = cache.features(batch["sha"], ["block2", "embedding"], load)
+    assert cache.stats.evictions == 4 and cache.stats.peak_memory_bytes == 2 * entry_bytes
+    again = cache.features(batch["sha"], ["block2", "embedding"], lambda i: pytest.fail("spilled entry re-encoded"))
+    assert cache.stats.forwards == 6 and cache.stats.peak_memory_bytes == 2 * entry_bytes
+    for a, b, c in zip(unbounded, first, again, strict=True):
+        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
+
+
+def test_auxiliary_training_under_a_small_memory_budget_gives_identical_results(tmp_path, monkeypatch):
+    """InCTRL trains on synthetic-aux with at most ~3 images' features in memory: same checkpoint, same CSV."""
+    monkeypatch.setattr(InCTRLConfig, "for_dataset", classmethod(lambda cls, dataset: cls(epochs=1, steps_per_epoch=3)))
+    common = dict(methods=("inctrl",), categories=("tile",), shots=(1,), seeds=(0,), workers=0)
+    tasks._WORKER = None  # a fresh cache (and counters) for each run
+    Sweep(SweepSpec(out=tmp_path / "unbounded", **common)).run()
+    full = tasks._WORKER.cache.stats
+    budget = 1_500_000
+    Sweep(SweepSpec(out=tmp_path / "bounded", cache_memory=budget, **common)).run()
+    bounded = tasks._WORKER.cache.stats
+    assert tasks._WORKER.cache.memory_budget == budget
+    assert full.peak_memory_bytes > 10 * budget  # without a budget every auxiliary image stays in memory
+    assert bounded.evictions > 0 and bounded.peak_memory_bytes <= budget
+    assert bounded.forwards == full.forwards  # spilled entries are read back from disk, never re-encoded
+    results = [(tmp_path / name / "results.csv").read_text() for name in ("unbounded", "bounded")]
+    assert results[0] == results[1]
+
+
+def test_encode_batch_and_workers_never_change_results(tmp_path):
+    cells = ["--methods", "patchknn", "--categories", "hex_nut", "--shots", "1,2", "--seeds", "0"]
+    outs = []
+    for name, batch, workers in (("one", "1", "0"), ("sixteen", "16", "2")):
+        out = tmp_path / name
+        assert main(["run", *cells, "--encode-batch", batch, "--workers", workers, "--out", str(out)]) == 0
+        outs.append((out / "results.csv").read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_precision_is_in_rows_and_in_the_backbone_identity(tmp_path):
+    fp32 = load_backbone("fsas-tiny", None)
+    bf16 = load_backbone("fsas-tiny", None, precision="bf16")
+    assert fp32.identity != bf16.identity and "precision=bf16" in bf16.identity
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    low, high = bf16.encode(x, ["block3", "embedding"]), fp32.encode(x, ["block3", "embedding"])
+    for name in ("block3", "embedding"):
+        assert low[name].dtype == torch.float32 and not torch.equal(low[name], high[name])
+        torch.testing.assert_close(low[name], high[name], rtol=0.1, atol=0.1)
+    cell = ["--methods", "patchknn", "--categories", "tile", "--shots", "1", "--seeds", "0", "--save-examples", "0"]
+    assert main(["run", *cell, "--precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    rows = pd.read_csv(tmp_path / "bf16" / "results.csv", dtype=str, keep_default_na=False)
+    assert set(rows["precision"]) == {"bf16"} and set(rows["status"]) == {"ok"}
+    with pytest.raises(UserError, match="--precision 'fp8' is unknown"):
+        load_backbone("fsas-tiny", None, precision="fp8")
+
+
+def test_cells_written_before_the_precision_column_read_as_fp32(tmp_path):
+    store = ResultStore(tmp_path)
+    row = dict.fromkeys(RESULT_COLUMNS, "x") | {"job_id": "j1", "status": "ok", "value": "0.5", "metric": "I-AUROC"}
+    legacy = ",".join(LEGACY_RESULT_COLUMNS) + "\n" + ",".join(row[c] for c in LEGACY_RESULT_COLUMNS) + "\n"
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "j1.csv").write_text(legacy)
+    assert store.read_cell("j1") == [row | {"precision": "fp32"}]
+    assert store.merge() == 1
+    merged = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert list(merged.columns) == list(RESULT_COLUMNS) and list(merged["precision"]) == ["fp32"]
+    shutil.rmtree(tmp_path / "cells")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1024", 1024), ("2K", 2048), ("512M", 512 * 2**20), ("2g", 2 * 2**30)])
+def test_cache_memory_sizes(text, expected):
+    from fsas_bench.options import parse_bytes
+
+    assert parse_bytes(text, "--cache-memory") == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "2X", "M", "1.5G", ""])
+def test_bad_cache_memory_is_one_line(text, capsys):
+    assert main(["run", "--cache-memory", text, "--out", "/tmp/never-written-fsas"]) == 2
+    err = capsys.readouterr().err
+    assert "--cache-memory" in err and "invalid" in err and err.count("\n") == 1
