@@ -14,7 +14,7 @@ from fsas_bench.backbones.pipeline import EncodeSettings, pad_batch
 from fsas_bench.cli import main
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
-from fsas_bench.methods.inctrl import InCTRLConfig
+from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.runner import tasks
 from fsas_bench.runner.results import LEGACY_RESULT_COLUMNS, RESULT_COLUMNS, ResultStore
 from fsas_bench.runner.sweep import Sweep, SweepSpec
