@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from fsas_bench.backbones import FeatureCache, load_backbone
+from fsas_bench.backbones import load_backbone
 from fsas_bench.backbones.pipeline import decoded_batches
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.synthetic.scale import MVTEC_SCALE, write_scale_preset
@@ -93,7 +93,7 @@ def encode_rate(arch: str, setting: Setting) -> float:
     """(b): images per second through the backbone at the fixed encode batch (patchknn's features)."""
     backbone = load_backbone(arch, None, device=setting.device, allow_random=True, precision=setting.precision)
     patchknn = get_method("patchknn")
-    names = patchknn(patchknn.config_cls(), FeatureCache(backbone)).feature_names
+    names = patchknn.feature_names(patchknn.config_cls(), backbone.depth)
     size = backbone.image_size
     images = torch.randn(setting.encode_batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     images = images.to(setting.device)
