@@ -73,6 +73,7 @@ def test_pretrained_none_runs_seeded_random_weights(tmp_path, embedded_run):
     assert not np.allclose(random.sort_values("metric")["value"], trained.sort_values("metric")["value"])
 
 
+@pytest.mark.slow
 def test_identical_reruns_and_batch_size_invariance(tmp_path):
     outs = []
     for name, batch in (("a", "8"), ("b", "8"), ("c", "1")):  # the split's 20 queries in 3 batches, then in 20

@@ -94,6 +94,7 @@ def _kill_first_unit_task(killed: list[int], stop: threading.Event) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_local_bytes_and_retries_a_killed_worker(tmp_path, local_run):
     import ray
 
@@ -165,6 +166,7 @@ def _train_and_report(plan: SweepPlan, report: Path) -> None:
     report.write_text(json.dumps({"seconds": outcome.seconds, "sha256": outcome.sha256}))
 
 
+@pytest.mark.slow
 def test_concurrent_runs_into_one_out_train_each_checkpoint_once(tmp_path, local_run):
     plan = Sweep(SweepSpec(out=tmp_path / "shared", **SMALL)).plan
     spawn = multiprocessing.get_context("spawn")  # two processes, as two runs or two Ray nodes sharing --out
@@ -181,6 +183,7 @@ def test_concurrent_runs_into_one_out_train_each_checkpoint_once(tmp_path, local
     assert outcomes[0]["sha256"] == outcomes[1]["sha256"] == sha256_file(reference)
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_into_one_out_lose_and_duplicate_no_row(tmp_path, local_run):
     out = tmp_path / "shared"
     command = [sys.executable, "-m", "fsas_bench.cli", "run", "--methods", "patchknn,dictas", "--categories",

@@ -96,6 +96,7 @@ def test_template_records_serve_categories_without_captions(tiny_backbone, image
     assert torch.isfinite(out.anomaly_maps).all() and torch.isfinite(out.image_scores).all()
 
 
+@pytest.mark.slow
 def test_end_to_end_on_the_embedded_benchmark(tmp_path, monkeypatch):
     for cls in (FineGrainedADConfig, PromptADConfig):
         monkeypatch.setattr(cls, "for_dataset", classmethod(lambda c, dataset: c(**{**TINY, "epochs": 2})))

@@ -69,6 +69,7 @@ def _expected(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {'—' if math.isnan(std) else f'{100 * std:.1f}'}"
 
 
+@pytest.mark.slow
 def test_report_of_a_small_sweep_in_chromium(tmp_path, browser):
     spec = SweepSpec(out=tmp_path / "run", methods=("patchknn", "winclip"), categories=("hex_nut",), shots=(1,),
                      seeds=(0,))  # fmt: skip

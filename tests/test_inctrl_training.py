@@ -58,6 +58,7 @@ def test_balanced_episodes_draw_prompts_from_normals_of_the_query_category(auxil
         BalancedEpisodes(pool, 40, 8, 1, False, torch.Generator())
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_leaves_the_patch_branch_untouched(tiny_backbone, auxiliary, feature_dir):
     kept = ("bracket", "wood")  # two of the four categories keep the test short
     auxiliary = dataclasses.replace(
@@ -82,6 +83,7 @@ def test_short_training_lowers_the_loss_and_leaves_the_patch_branch_untouched(ti
     assert all(torch.equal(a, b) for a, b in zip(maps_before, maps_after, strict=True))
 
 
+@pytest.mark.slow
 def test_end_to_end_sweep_trains_one_model_per_shot(tmp_path, feature_dir, monkeypatch):
     monkeypatch.setattr(InCTRLConfig, "for_dataset", classmethod(lambda cls, dataset: cls(epochs=1, steps_per_epoch=2)))
     spec = SweepSpec(out=tmp_path, methods=("inctrl",), categories=("tile",), shots=(1, 2), seeds=(0,),

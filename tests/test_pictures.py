@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.runner.pictures import MAX_SIDE, select_examples, thumbnail_size
@@ -38,6 +39,7 @@ def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_layout_resume_and_results_unchanged(tmp_path):
     spec = SweepSpec(out=tmp_path / "run", methods=("patchknn",), categories=("capsule",), shots=(1,), seeds=(0, 1))
     sweep = Sweep(spec)

@@ -119,6 +119,7 @@ def test_views_are_a_function_of_seed_epoch_and_image(pairs):
     assert sorted(list(sampler)) == list(range(2 * n, 3 * n))
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_a_handful_of_pairs_lower_the_loss(pairs):
     dataset = CaptionedPairs(pairs, 0, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, build_tokenizer(),
                              augment=False)  # fmt: skip
@@ -135,6 +136,7 @@ def test_a_few_steps_on_a_handful_of_pairs_lower_the_loss(pairs):
     assert after < 0.7 * before, f"loss {before:.3f} -> {after:.3f}"
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     config = dict(seed=0, epochs=2, items_per_category=1, batch_size=8, warmup_steps=1, workers=1)
     straight = load_file(pretrain(PretrainConfig(out=tmp_path / "straight.safetensors", **config), progress=False))

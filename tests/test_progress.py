@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from fsas_bench.methods.finegrainedad.config import FineGrainedADConfig
 from fsas_bench.methods.inctrl.lightning_module import InCTRLConfig
 from fsas_bench.progress import PhaseUpdate
@@ -32,6 +34,7 @@ def _phases(events: list[object]) -> list[list[PhaseUpdate]]:
     return [run for run in runs if run not in encoding]
 
 
+@pytest.mark.slow
 def test_auxiliary_training_reports_epochs_and_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(InCTRLConfig, "for_dataset", classmethod(lambda cls, dataset: cls(epochs=2, steps_per_epoch=3)))
     events = _record(SweepSpec(out=tmp_path, methods=("inctrl",), categories=("tile",), shots=(1, 2), seeds=(0,)))
@@ -48,6 +51,7 @@ def test_auxiliary_training_reports_epochs_and_steps(tmp_path, monkeypatch):
     assert all(isinstance(events[events.index(run[-1]) + 1], type(None)) for run in runs)
 
 
+@pytest.mark.slow
 def test_per_category_fit_reports_its_phase(tmp_path, monkeypatch):
     tiny = FineGrainedADConfig.for_dataset("synthetic")
     monkeypatch.setattr(type(tiny), "for_dataset", classmethod(lambda cls, dataset: tiny.__class__(

@@ -174,6 +174,7 @@ def test_promptad_segmentation_training_follows_train_seg_with_margin_zero(tiny_
 # --- 2. PromptAD's separately trained CLS prompts and its image score --------------------------------------
 
 
+@pytest.mark.slow
 def test_cls_prompts_follow_train_cls_and_test_cls(tiny_backbone, image_files):
     refs, queries = image_files(2, seed=12, prefix="ref"), image_files(3, seed=13, prefix="query")
     method = _promptad(tiny_backbone, epochs=3, image_score="cls_prompts")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from fsas_bench.cli import main
@@ -34,6 +35,7 @@ def test_committed_snapshot_is_the_whole_embedded_benchmark():
     assert set(config.environment["bands"]) <= set(list_methods())
 
 
+@pytest.mark.slow
 def test_embedded_slice_matches_the_committed_snapshot(capsys):
     """The two untrained methods on one cell: the regress path end to end (CI's .ci/run checks every value)."""
     assert main(["regress", "--against", str(SNAPSHOT), "--methods", "patchknn,winclip", *SLICE]) == 0
@@ -41,6 +43,7 @@ def test_embedded_slice_matches_the_committed_snapshot(capsys):
     assert "(2 cells" in out and "regression holds (14 values compared" in out
 
 
+@pytest.mark.slow
 def test_a_small_change_to_one_methods_maps_fails_and_names_the_values(monkeypatch, tmp_path, capsys):
     """A 1e-3 ramp added to patchknn's maps (values ~0.1) is a code change, far outside the environment band."""
     monkeypatch.setenv("FSAS_CACHE_DIR", str(tmp_path))  # never resume cells of the unchanged code

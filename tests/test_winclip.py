@@ -78,6 +78,7 @@ def test_few_shot_batch_invariance_and_reference_reuse(tiny_backbone, image_file
     torch.testing.assert_close(ref.anomaly_maps, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_paper_architecture_windows_and_scoring(tmp_path):
     """ViT-B-16-plus-240 (random weights; the parity backbone): 15×15 grid, 196 + 169 windows, one forward."""
     import numpy as np
