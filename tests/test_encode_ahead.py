@@ -35,11 +35,11 @@ def test_pad_batch_repeats_the_last_image():
 def test_encoded_ahead_features_are_bitwise_those_of_each_image_alone(tiny_backbone, image_files, settings):
     batch = image_files(20)
     paths = [Path(p) for p in batch["path"]]
-    ahead = FeatureCache(tiny_backbone)
+    ahead = FeatureCache(tiny_backbone, settings=settings)
     ahead.prefetch.update(EVERY_KIND)
-    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb, settings) == 20
+    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb) == 20
     assert ahead.stats.forwards == 20
-    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb, settings) == 0  # all cached now
+    assert ahead.encode_ahead(batch["sha"], paths, read_image_rgb) == 0  # all cached now
     cached = ahead.features(batch["sha"], EVERY_KIND, lambda i: pytest.fail("a cached image was decoded"))
     assert ahead.stats.forwards == 20 and ahead.stats.hits == 20
     for i, path in enumerate(paths):  # the reference: each image encoded alone, straight through the backbone
@@ -61,12 +61,18 @@ def test_memory_budget_keeps_the_most_recent_entries_and_reads_the_rest_back(tin
     unbounded = FeatureCache(tiny_backbone).features(batch["sha"], ["block2", "embedding"], load)
     entry_bytes = sum(t.numel() * t.element_size() for t in unbounded[0].values())
     cache = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes)
+    cache.features(batch["sha"][:2], ["block2", "embedding"], load)
+    assert cache._spill_dir is None  # within the budget nothing is written anywhere
     first = cache.features(batch["sha"], ["block2", "embedding"], load)
     assert cache.stats.evictions == 4 and cache.stats.peak_memory_bytes == 2 * entry_bytes
+    spill = cache._spill_dir
+    assert len(list(spill.glob("*.safetensors"))) == 4  # exactly the evicted entries, written once
     again = cache.features(batch["sha"], ["block2", "embedding"], lambda i: pytest.fail("spilled entry re-encoded"))
     assert cache.stats.forwards == 6 and cache.stats.peak_memory_bytes == 2 * entry_bytes
     for a, b, c in zip(unbounded, first, again, strict=True):
         assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
+    del cache
+    assert not spill.exists()  # the private spill folder goes with its cache
 
 
 def test_auxiliary_training_under_a_small_memory_budget_gives_identical_results(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from fsas_bench.backbones import FeatureCache
+from fsas_bench.backbones.pipeline import EncodeSettings
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
@@ -56,6 +57,33 @@ def test_balanced_episodes_draw_prompts_from_normals_of_the_query_category(auxil
     assert self_prompts > 0  # as released, a normal query may be its own prompt
     with pytest.raises(UserError, match="normal images per auxiliary category"):
         BalancedEpisodes(pool, 40, 8, 1, False, torch.Generator())
+
+
+def test_drawn_samples_are_exactly_the_images_of_the_training_batches(auxiliary):
+    def twin() -> BalancedEpisodes:
+        return BalancedEpisodes(pool_of(auxiliary), 2, 8, 3, False, torch.Generator().manual_seed(5))
+
+    episodes, read = twin(), []
+    for _ in range(2):  # two epochs: the permutations carry over
+        for batch in episodes:
+            read += batch["query"]["path"] + batch["prompts"]["path"]
+    assert [str(s.image_path) for s in twin().drawn_samples(2)] == list(dict.fromkeys(read))
+    assert len(set(read)) < len(read)  # some images are drawn twice and encoded once
+
+
+def test_auxiliary_training_encodes_its_images_ahead_and_then_only_hits(tiny_backbone, auxiliary):
+    L.seed_everything(0, verbose=False)
+    cache = FeatureCache(tiny_backbone, settings=EncodeSettings(encode_batch=4, workers=0))
+    method = get_method("inctrl")(InCTRLConfig(epochs=1, steps_per_epoch=2, batch_size=8), cache)
+    updates = []
+    method.report_phase, method.phase = updates.append, "training"
+    method.fit_auxiliary(auxiliary, auxiliary, shot=1)
+    encoding = [u for u in updates if u.detail.startswith("encoding ")]
+    total = encoding[-1].total
+    assert [u.completed for u in encoding] == list(range(1, total + 1))
+    assert encoding[-1].detail == f"encoding {total}/{total} images"
+    assert cache.stats.forwards == cache.stats.misses == total  # every image encoded ahead, in batches, once
+    assert cache.stats.hits == 2 * 8 * 2  # the two steps' 8 queries and 8 prompts all hit
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ def _phases(events: list[object]) -> list[list[PhaseUpdate]]:
     assert not current, "a phase was never closed"
     encoding = [run for run in runs if run[0].phase.startswith("encoding ")]
     assert [run[0].phase for run in encoding] == ["encoding synthetic/tile"]
+    counts = encoding[0][1:]  # the unit's images, counted up to their total
+    assert counts and [u.completed for u in counts] == list(range(1, counts[-1].total + 1))
     return [run for run in runs if run not in encoding]
 
 
@@ -42,7 +44,9 @@ def test_auxiliary_training_reports_epochs_and_steps(tmp_path, monkeypatch):
     assert len(runs) == 2  # one model per shot
     for k, run in zip((1, 2), runs, strict=True):
         assert run[0] == PhaseUpdate(f"training inctrl on synthetic-aux, seed 0, k={k}")
-        steps = run[1:]
+        encoding = [u for u in run[1:] if u.detail.startswith("encoding ")]  # drawn images, encoded ahead
+        assert encoding and [u.completed for u in encoding] == list(range(1, encoding[-1].total + 1))
+        steps = run[1 + len(encoding):]
         assert [u.description for u in steps] == [
             f"training inctrl on synthetic-aux, seed 0, k={k} — epoch {e}/2, step {s}/3" for e in (1, 2) for s in (1, 2, 3)
         ]

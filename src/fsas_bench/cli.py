@@ -140,8 +140,9 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_strict_int((0, 256)), metavar="N",
                         help="image decode processes (default: the CPUs but one, at most 8; 0 = main process)")
     parser.add_argument("--cache-memory", metavar="BYTES",
-                        help="most feature bytes held in memory, e.g. 2G (default: no bound); older features "
-                             "spill to the --feature-cache folder (or a temporary one) and are read back")  # fmt: skip
+                        help="most feature bytes held in memory, e.g. 2G (default: a quarter of the machine's "
+                             "memory); older features spill to the --feature-cache folder (or a temporary one) "
+                             "and are read back")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

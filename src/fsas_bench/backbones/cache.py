@@ -6,14 +6,16 @@ preprocessing variants never mix. A unit of work fills the cache ahead (:meth:`F
 decode workers, fixed-size encode batches, see :mod:`fsas_bench.backbones.pipeline`); what it did not foresee
 is decoded on a miss and encoded alone. Either way features are independent of how images are batched.
 
-With a memory budget the in-memory entries are a least-recently-used set of at most that many bytes: entries
-pushed out live on disk (the ``--feature-cache`` folder, else a private temporary folder) and are read back
-when asked for again, so auxiliary training streams its features from disk instead of holding them all.
+The in-memory entries are a least-recently-used set of at most ``memory_budget`` bytes (by default a quarter
+of the machine's memory): entries pushed out live on disk (the ``--feature-cache`` folder, where every entry is
+written anyway, else a private temporary folder written only on eviction) and are read back when asked for
+again, so auxiliary training streams its features from disk instead of holding them all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -51,16 +53,18 @@ class FeatureCache:
     Args:
         backbone: the frozen backbone that produces the features.
         disk_dir: optional directory persisting entries across runs.
-        memory_budget: most bytes of features held in memory (None: no bound); entries beyond it are spilled
-            to ``disk_dir`` or, without one, to a temporary folder removed with the cache.
+        memory_budget: most bytes of features held in memory (None: no bound); the least recently used entries
+            beyond it are dropped from memory (they are in ``disk_dir``) or, without one, spilled to a temporary
+            folder removed with the cache.
+        settings: how :meth:`encode_ahead` decodes and batches images (never changes a feature).
     """
 
-    def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None, memory_budget: int | None = None) -> None:
+    def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None, memory_budget: int | None = None,
+                 settings: EncodeSettings = EncodeSettings()) -> None:  # fmt: skip
         self.backbone = backbone
-        if memory_budget is not None and disk_dir is None:
-            disk_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
-            weakref.finalize(self, shutil.rmtree, disk_dir, True)
+        self.settings = settings
         self.disk_dir = disk_dir
+        self._spill_dir: Path | None = None  # created at the first eviction when there is no disk_dir
         self.memory_budget = memory_budget
         self.stats = CacheStats()
         self.prefetch: set[str] = set()
@@ -117,40 +121,44 @@ class FeatureCache:
         image_shas: Sequence[str],
         paths: Sequence[Path],
         reader: ImageReader,
-        settings: EncodeSettings,
+        names: Sequence[str] | None = None,
         variant: Preprocess = DEFAULT_PREPROCESS,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> int:
-        """Encode the :attr:`prefetch` features of every listed image not cached yet, through the pipeline
-        (decode workers, fixed-size batches), so that the unit's later :meth:`features` calls all hit.
+        """Encode ``names`` of every listed image not cached yet through the pipeline (:attr:`settings`: decode
+        workers, fixed-size batches), so that a unit's later :meth:`features` calls all hit.
 
         Args:
             image_shas / paths: SHA-256 and file of each image (duplicates by SHA are encoded once).
             reader: path → RGB uint8 array.
-            settings: encode batch and decode workers.
+            names: the features to encode (None: the :attr:`prefetch` set, what a unit's methods read).
             variant: the preprocessing of the features.
+            on_progress: called with (images encoded, images to encode) after each image.
 
         Returns:
             how many images were encoded.
         """
-        names = sorted(self.prefetch)
+        names = sorted(self.prefetch if names is None else names)
         identity = self.backbone.variant_identity(variant)
-        todo: dict[str, tuple[str, Path, BackboneFeatures]] = {}
+        todo: dict[str, tuple[Path, BackboneFeatures]] = {}
         for sha, path in zip(image_shas, paths, strict=True):
             key = self._key(identity, sha)
-            if key in todo or key in self._memory:
+            if key in todo:
                 continue
-            entry = self._load(key) or {}
+            entry = self._memory.get(key) or self._load(key) or {}
             if set(names) - entry.keys():
-                todo[key] = (sha, path, entry)
+                todo[key] = (path, entry)
         if not names or not todo:
             return 0
         keys = list(todo)
         start = time.perf_counter()
         transform = self.backbone.transform(variant)
-        for i, encoded in encode_images(self.backbone, [todo[k][1] for k in keys], names, reader, transform, settings):
-            entry = {**encoded, **todo[keys[i]][2]}
+        paths = [todo[k][0] for k in keys]
+        for i, encoded in encode_images(self.backbone, paths, names, reader, transform, self.settings):
+            entry = {**encoded, **todo[keys[i]][1]}
             self._store(keys[i], entry)
             self._remember(keys[i], entry)
+            on_progress(i + 1, len(keys))
         self.stats.encode_seconds += time.perf_counter() - start
         self.stats.misses += len(keys)
         self.stats.forwards += len(keys)
@@ -170,18 +178,29 @@ class FeatureCache:
         self._memory_bytes += _nbytes(entry)
         budget = self.memory_budget
         while budget is not None and self._memory_bytes > budget and len(self._memory) > 1:
-            _, evicted = self._memory.popitem(last=False)
+            evicted_key, evicted = self._memory.popitem(last=False)
             self._memory_bytes -= _nbytes(evicted)
             self.stats.evictions += 1
+            if self.disk_dir is None and not (self._spill_folder() / f"{evicted_key}.safetensors").is_file():
+                _write_entry(self._spill_folder(), evicted_key, evicted)
         self.stats.peak_memory_bytes = max(self.stats.peak_memory_bytes, self._memory_bytes)
 
     @staticmethod
     def _key(identity: str, image_sha: str) -> str:
         return hashlib.sha256(f"{identity}|{image_sha}".encode()).hexdigest()
 
+    def _spill_folder(self) -> Path:
+        """The private temporary folder of evicted entries (made on first use, removed with the cache)."""
+        if self._spill_dir is None:
+            self._spill_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
+            weakref.finalize(self, shutil.rmtree, self._spill_dir, True)
+        return self._spill_dir
+
     def _load(self, key: str) -> BackboneFeatures | None:
-        """The disk entry of ``key``; None (a miss) when absent, unreadable, or stored under another key."""
-        if self.disk_dir is None or not (path := self.disk_dir / f"{key}.safetensors").is_file():
+        """The disk (or spilled) entry of ``key``; None (a miss) when absent, unreadable, or stored under another
+        key."""
+        folder = self.disk_dir or self._spill_dir
+        if folder is None or not (path := folder / f"{key}.safetensors").is_file():
             return None
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -193,11 +212,20 @@ class FeatureCache:
 
     def _store(self, key: str, entry: BackboneFeatures) -> None:
         """Write ``entry`` to disk (when the cache has a disk folder)."""
-        if self.disk_dir is None:
-            return
-        tensors = {name: t.contiguous() for name, t in entry.items()}
-        path = self.disk_dir / f"{key}.safetensors"
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}), "feature cache entry")
+        if self.disk_dir is not None:
+            _write_entry(self.disk_dir, key, entry)
+
+
+def default_memory_budget() -> int:
+    """Feature bytes held in memory when ``--cache-memory`` is not given: a quarter of this machine's memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _write_entry(folder: Path, key: str, entry: BackboneFeatures) -> None:
+    """``entry`` as ``folder/<key>.safetensors`` (written atomically, the key in its metadata)."""
+    tensors = {name: t.contiguous() for name, t in entry.items()}
+    path = folder / f"{key}.safetensors"
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}), "feature cache entry")
 
 
 def _nbytes(entry: BackboneFeatures) -> int:

@@ -18,6 +18,7 @@ import lightning as L
 from torch import Tensor
 
 from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCache, Preprocess
+from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.sample import Sample
@@ -284,6 +285,20 @@ class FewShotMethod(L.LightningModule, ABC):
             return preprocess(read_image_rgb(Path(batch["path"][i])), variant)
 
         return self.cache.features(batch["sha"], names, load, prefetch, variant)
+
+    def encode_ahead(
+        self, samples: Sequence[Sample], names: Sequence[str], variant: Preprocess = DEFAULT_PREPROCESS
+    ) -> None:
+        """Encode ``names`` of ``samples`` not cached yet through the cache's pipeline (decode workers, fixed-size
+        batches) before training reads them, reporting the count in the current phase; under a memory budget
+        the features spill to disk and training streams them back."""
+        paths = [s.image_path for s in samples]
+
+        def progress(done: int, total: int) -> None:
+            if self.report_phase is not None:
+                self.report_phase(PhaseUpdate(self.phase, f"encoding {done}/{total} images", done, total))
+
+        self.cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, names, variant, progress)
 
     def support_features(
         self, batches: list[dict[str, Any]], names: Sequence[str], variant: Preprocess = DEFAULT_PREPROCESS

@@ -74,7 +74,7 @@ class SweepSpec:
     precision: str = DEFAULT_PRECISION  # autocast precision of the frozen backbone (fp32, bf16, fp16)
     encode_batch: int | None = None  # images per backbone forward when a unit is encoded ahead (None: by device)
     workers: int | None = None  # decode workers of the encode pipeline (None: from the CPU count)
-    cache_memory: int | None = None  # most bytes of features in memory (None: unbounded); the rest spills to disk
+    cache_memory: int | None = None  # most feature bytes in memory (None: a quarter of each node's); the rest spills
 
     @property
     def encode_settings(self) -> EncodeSettings:

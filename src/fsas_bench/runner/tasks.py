@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from safetensors.torch import load_file
 
-from fsas_bench.backbones import ClipBackbone, FeatureCache, load_backbone
+from fsas_bench.backbones import ClipBackbone, FeatureCache, default_memory_budget, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule, image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
@@ -82,7 +82,8 @@ class Worker:
         self.backbone = backbone or load_backbone(spec.backbone, spec.pretrained, device=spec.device,
                                                   allow_random=spec.allow_random_weights,
                                                   precision=spec.precision)  # fmt: skip
-        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, spec.cache_memory)
+        budget = default_memory_budget() if spec.cache_memory is None else spec.cache_memory  # this node's memory
+        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, budget, spec.encode_settings)
         self.cache.prefetch.update(plan.prefetch)
         self.reference = None if spec.reference_fits is None else ReferenceFits(spec.reference_fits)
         self.key = _worker_key(plan)
@@ -102,8 +103,8 @@ def worker_for(plan: SweepPlan, backbone: ClipBackbone | None = None) -> Worker:
 
 def _worker_key(plan: SweepPlan) -> tuple[object, ...]:
     spec = plan.spec
-    return (plan.backbone.identity, spec.device, spec.feature_cache_dir, spec.cache_memory, spec.reference_fits,
-            plan.prefetch)
+    return (plan.backbone.identity, spec.device, spec.feature_cache_dir, spec.cache_memory, spec.encode_settings,
+            spec.reference_fits, plan.prefetch)
 
 
 @contextmanager
@@ -162,8 +163,7 @@ def evaluate_unit(
     outcomes = []
     with task_scope(plan):
         if evaluator.pending():
-            on_phase(PhaseUpdate(f"encoding {unit.name}"))
-            evaluator.encode_ahead_s = encode_unit_ahead(plan, unit, worker.cache)
+            evaluator.encode_ahead_s = encode_unit_ahead(plan, unit, worker.cache, on_phase)
             on_phase(None)
         for cell in unit.cells:
             outcome = evaluator.run_cell(cell)
@@ -184,12 +184,20 @@ def unit_samples(plan: SweepPlan, unit: Unit) -> list[Sample]:
     return list(found.values())
 
 
-def encode_unit_ahead(plan: SweepPlan, unit: Unit, cache: FeatureCache) -> float:
+def encode_unit_ahead(
+    plan: SweepPlan, unit: Unit, cache: FeatureCache, on_phase: PhaseReporter = lambda update: None
+) -> float:
     """Fill ``cache`` with the sweep's prefetch features of every image of ``unit`` (decode workers, fixed-size
-    encode batches); the seconds it took."""
+    encode batches), reporting ``encoding <unit>`` with a count of images; the seconds it took."""
     start = time.perf_counter()
     paths = [s.image_path for s in unit_samples(plan, unit)]
-    cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, plan.spec.encode_settings)
+    phase = f"encoding {unit.name}"
+    on_phase(PhaseUpdate(phase))
+
+    def progress(done: int, total: int) -> None:
+        on_phase(PhaseUpdate(phase, f"{done}/{total} images", done, total))
+
+    cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, on_progress=progress)
     return time.perf_counter() - start
 
 

@@ -74,15 +74,28 @@ class BalancedEpisodes(IterableDataset):
         return self.steps
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for _ in range(self.steps):
-            queries = [next(self._streams[label]) for label in (0, 1) for _ in range(self.half)]
-            prompts = [p for q in queries for p in self._prompts(q)]
+        for queries, prompts in self._draws():
             yield {
                 "query": self._refs(queries),
                 "prompts": self._refs(prompts),
                 "label": torch.tensor([float(self.pool[q].label) for q in queries]),
                 "category": [self.pool[q].category for q in queries],
             }
+
+    def drawn_samples(self, epochs: int) -> list[Sample]:
+        """The distinct pool samples that ``epochs`` passes draw (queries and prompts), in order of first draw.
+        It consumes the draws: call it on a twin built with an identically seeded generator."""
+        drawn: dict[int, None] = {}
+        for _ in range(epochs):
+            for queries, prompts in self._draws():
+                drawn.update(dict.fromkeys(queries + prompts))
+        return [self.pool[i] for i in drawn]
+
+    def _draws(self) -> Iterator[tuple[list[int], list[int]]]:
+        """One epoch of (query indices, their prompt indices in turn) batches."""
+        for _ in range(self.steps):
+            queries = [next(self._streams[label]) for label in (0, 1) for _ in range(self.half)]
+            yield queries, [p for q in queries for p in self._prompts(q)]
 
     def _endless(self, indices: list[int]) -> Iterator[int]:
         while True:

@@ -96,14 +96,18 @@ class InCTRL(FewShotMethod):
             load_released(self.model, Path(config.checkpoint.replace("{k}", str(shot))))
             return
         pool = [s for c in auxiliary.categories for split in ("train", "test") for s in auxiliary.split(c, split)]
-        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
-        episodes = BalancedEpisodes(
-            pool, shot, config.batch_size, config.steps_per_epoch, config.exclude_self_prompt, generator
-        )
+        seed = int(torch.randint(2**62, ()).item())
+
+        def episodes() -> BalancedEpisodes:
+            generator = torch.Generator().manual_seed(seed)
+            return BalancedEpisodes(pool, shot, config.batch_size, config.steps_per_epoch, config.exclude_self_prompt,
+                                    generator)  # fmt: skip
+
+        self.encode_ahead(episodes().drawn_samples(config.epochs), self.names, self.input)
         trainer = quiet_trainer(self.cache.backbone.mean.device, max_epochs=config.epochs)
         self.train()
         with quiet_warnings():
-            trainer.fit(self, train_dataloaders=DataLoader(episodes, batch_size=None))
+            trainer.fit(self, train_dataloaders=DataLoader(episodes(), batch_size=None))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.episode_loss(batch)
