@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from fsas_bench.backbones import FeatureCache, load_backbone
-from fsas_bench.backbones.pipeline import EncodeSettings, pad_batch
+from fsas_bench.backbones.pipeline import EncodeSettings, default_workers, pad_batch
 from fsas_bench.cli import main
+from fsas_bench.data.registry import load_dataset
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
 from fsas_bench.methods.inctrl.config import InCTRLConfig
@@ -62,15 +64,19 @@ def test_memory_budget_keeps_the_most_recent_entries_and_reads_the_rest_back(tin
     entry_bytes = sum(t.numel() * t.element_size() for t in unbounded[0].values())
     cache = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes)
     cache.features(batch["sha"][:2], ["block2", "embedding"], load)
-    assert cache._spill_dir is None  # within the budget nothing is written anywhere
+    assert cache._spilled is None  # within the budget nothing is written anywhere
     first = cache.features(batch["sha"], ["block2", "embedding"], load)
     assert cache.stats.evictions == 4 and cache.stats.peak_memory_bytes == 2 * entry_bytes
-    spill = cache._spill_dir
+    spill = cache._spilled
     assert len(list(spill.glob("*.safetensors"))) == 4  # exactly the evicted entries, written once
     again = cache.features(batch["sha"], ["block2", "embedding"], lambda i: pytest.fail("spilled entry re-encoded"))
     assert cache.stats.forwards == 6 and cache.stats.peak_memory_bytes == 2 * entry_bytes
     for a, b, c in zip(unbounded, first, again, strict=True):
         assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
+    cache.clear_memory()
+    assert not spill.exists()  # spilled entries go with the memory they stand in for
+    cache.features(batch["sha"], ["block2", "embedding"], load)  # encoded again, spilled again, same folder
+    assert cache.stats.forwards == 12 and cache._spilled == spill and len(list(spill.glob("*"))) == 4
     del cache
     assert not spill.exists()  # the private spill folder goes with its cache
 
@@ -86,11 +92,31 @@ def test_auxiliary_training_under_a_small_memory_budget_gives_identical_results(
     Sweep(SweepSpec(out=tmp_path / "bounded", cache_memory=budget, **common)).run()
     bounded = tasks._WORKER.cache.stats
     assert tasks._WORKER.cache.memory_budget == budget
+    spill = tasks._WORKER.cache.spill_dir  # spilled under --out, emptied when the task ends
+    assert spill.is_relative_to(tmp_path / "bounded" / ".spill") and not spill.exists()
     assert full.peak_memory_bytes > 10 * budget  # without a budget every auxiliary image stays in memory
     assert bounded.evictions > 0 and bounded.peak_memory_bytes <= budget
     assert bounded.forwards == full.forwards  # spilled entries are read back from disk, never re-encoded
     results = [(tmp_path / name / "results.csv").read_text() for name in ("unbounded", "bounded")]
     assert results[0] == results[1]
+
+
+def test_the_first_cell_of_a_unit_reports_the_encoding_ahead(tmp_path):
+    cells = ["--methods", "patchknn", "--categories", "hex_nut", "--shots", "1,2", "--seeds", "0,1"]
+    assert main(["run", *cells, "--save-examples", "0", "--out", str(tmp_path)]) == 0
+    timings = pd.read_csv(tmp_path / "timings.csv")
+    references = {line.split("\t")[1] for manifest in (tmp_path / "manifests").rglob("k*_seed*.txt")
+                  for line in manifest.read_text().splitlines() if line.startswith("hex_nut\t")}  # fmt: skip
+    images = len(load_dataset("synthetic", None).split("hex_nut", "test")) + len(references)
+    encoding = timings[timings["backbone_forwards"] > 0]
+    assert len(encoding) == 1 and len(timings) == 4  # the first cell, in the name of the whole unit
+    assert encoding.iloc[0]["backbone_forwards"] == encoding.iloc[0]["cache_misses"] == images
+    assert encoding.iloc[0]["time_encode_s"] > 0 and timings["cache_misses"].sum() == images
+    (marker,) = (tmp_path / "runs").glob("*.json")  # how the features were computed is on record
+    record = json.loads(marker.read_text())
+    assert {k: record[k] for k in ("device", "precision", "encode_batch")} == {"device": "cpu", "precision": "fp32",
+                                                                             "encode_batch": 1}  # fmt: skip
+    assert record["workers"] == default_workers()
 
 
 def test_encode_batch_and_workers_never_change_results(tmp_path):

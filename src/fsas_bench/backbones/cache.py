@@ -6,10 +6,11 @@ preprocessing variants never mix. A unit of work fills the cache ahead (:meth:`F
 decode workers, fixed-size encode batches, see :mod:`fsas_bench.backbones.pipeline`); what it did not foresee
 is decoded on a miss and encoded alone. Either way features are independent of how images are batched.
 
-The in-memory entries are a least-recently-used set of at most ``memory_budget`` bytes (by default a quarter
-of the machine's memory): entries pushed out live on disk (the ``--feature-cache`` folder, where every entry is
-written anyway, else a private temporary folder written only on eviction) and are read back when asked for
-again, so auxiliary training streams its features from disk instead of holding them all.
+The in-memory entries are a least-recently-used set of at most ``memory_budget`` bytes (the runner's default:
+a quarter of the machine's memory): entries pushed out live on disk (the ``--feature-cache`` folder, where every
+entry is written anyway, else a private spill folder written only on eviction and emptied with the memory) and
+are read back when asked for again, so auxiliary training streams its features from disk instead of holding
+them all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -32,6 +34,8 @@ from torch import Tensor
 from fsas_bench.backbones.clip import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, Preprocess
 from fsas_bench.backbones.pipeline import EncodeSettings, ImageReader, encode_images
 from fsas_bench.files import atomic_write
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -54,17 +58,21 @@ class FeatureCache:
         backbone: the frozen backbone that produces the features.
         disk_dir: optional directory persisting entries across runs.
         memory_budget: most bytes of features held in memory (None: no bound); the least recently used entries
-            beyond it are dropped from memory (they are in ``disk_dir``) or, without one, spilled to a temporary
-            folder removed with the cache.
+            beyond it are dropped from memory (they are in ``disk_dir``) or, without one, spilled to
+            ``spill_dir``.
         settings: how :meth:`encode_ahead` decodes and batches images (never changes a feature).
+        spill_dir: the private folder of spilled entries (made at the first eviction, emptied by
+            :meth:`clear_memory`, removed with the cache); None: a temporary folder.
     """
 
     def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None, memory_budget: int | None = None,
-                 settings: EncodeSettings = EncodeSettings()) -> None:  # fmt: skip
+                 settings: EncodeSettings = EncodeSettings(), spill_dir: Path | None = None) -> None:  # fmt: skip
         self.backbone = backbone
         self.settings = settings
         self.disk_dir = disk_dir
-        self._spill_dir: Path | None = None  # created at the first eviction when there is no disk_dir
+        self.spill_dir = spill_dir
+        self._spilled: Path | None = None  # the spill folder once made
+        self._removal: weakref.finalize | None = None
         self.memory_budget = memory_budget
         self.stats = CacheStats()
         self.prefetch: set[str] = set()
@@ -143,11 +151,9 @@ class FeatureCache:
         todo: dict[str, tuple[Path, BackboneFeatures]] = {}
         for sha, path in zip(image_shas, paths, strict=True):
             key = self._key(identity, sha)
-            if key in todo:
+            if key in todo or not set(names) - self._held_names(key):
                 continue
-            entry = self._memory.get(key) or self._load(key) or {}
-            if set(names) - entry.keys():
-                todo[key] = (path, entry)
+            todo[key] = (path, self._memory.get(key) or self._load(key) or {})  # a partial entry is completed
         if not names or not todo:
             return 0
         keys = list(todo)
@@ -165,9 +171,12 @@ class FeatureCache:
         return len(keys)
 
     def clear_memory(self) -> None:
-        """Drop in-memory entries (e.g. when a run moves to the next category); disk entries stay."""
+        """Drop in-memory and spilled entries (e.g. when a run moves to the next category); disk entries stay."""
         self._memory.clear()
         self._memory_bytes = 0
+        if self._spilled is not None:
+            shutil.rmtree(self._spilled, ignore_errors=True)
+            self._spilled = None
 
     def _remember(self, key: str, entry: BackboneFeatures) -> None:
         """Keep ``entry`` in memory as the most recently used; push the least recently used ones out (they are
@@ -189,24 +198,39 @@ class FeatureCache:
     def _key(identity: str, image_sha: str) -> str:
         return hashlib.sha256(f"{identity}|{image_sha}".encode()).hexdigest()
 
+    def _held_names(self, key: str) -> set[str]:
+        """The feature names cached under ``key`` in memory or on disk (a disk entry's header only is read)."""
+        if (entry := self._memory.get(key)) is not None:
+            return set(entry)
+        return self._read_disk(key, lambda handle: set(handle.keys())) or set()
+
     def _spill_folder(self) -> Path:
-        """The private temporary folder of evicted entries (made on first use, removed with the cache)."""
-        if self._spill_dir is None:
-            self._spill_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
-            weakref.finalize(self, shutil.rmtree, self._spill_dir, True)
-        return self._spill_dir
+        """The private folder of evicted entries (made on first use, removed with the cache)."""
+        if self._spilled is None:
+            if self.spill_dir is None:
+                self.spill_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
+            else:
+                shutil.rmtree(self.spill_dir, ignore_errors=True)  # a dead process's leftovers under the same name
+                self.spill_dir.mkdir(parents=True)
+            if self._removal is None:
+                self._removal = weakref.finalize(self, shutil.rmtree, self.spill_dir, True)
+            self._spilled = self.spill_dir
+        return self._spilled
 
     def _load(self, key: str) -> BackboneFeatures | None:
         """The disk (or spilled) entry of ``key``; None (a miss) when absent, unreadable, or stored under another
         key."""
-        folder = self.disk_dir or self._spill_dir
+        return self._read_disk(key, lambda handle: {name: handle.get_tensor(name) for name in handle.keys()})
+
+    def _read_disk(self, key: str, read: Callable[[Any], _T]) -> _T | None:
+        """``read(safetensors handle)`` of the disk (or spilled) file of ``key``; None when it is absent,
+        unreadable, or stored under another key."""
+        folder = self.disk_dir or self._spilled
         if folder is None or not (path := folder / f"{key}.safetensors").is_file():
             return None
         try:
             with safe_open(str(path), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") != key:
-                    return None
-                return {name: handle.get_tensor(name) for name in handle.keys()}
+                return read(handle) if (handle.metadata() or {}).get("key") == key else None
         except (OSError, SafetensorError, ValueError, RuntimeError):
             return None
 

@@ -9,11 +9,13 @@ a Ray cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import ShotManifest, support_samples
+from fsas_bench.data.sample import Sample
 from fsas_bench.methods.base import MethodConfig
 from fsas_bench.runner.grid import Cell
 from fsas_bench.runner.training import TrainJob
@@ -34,6 +36,21 @@ class Unit:
     def name(self) -> str:
         """``dataset/category``."""
         return f"{self.dataset}/{self.category}"
+
+    @property
+    def manifest_keys(self) -> tuple[tuple[str, int, int | str], ...]:
+        """The (dataset, k, seed) of each shot manifest the unit's cells read, once each, in cell order."""
+        return tuple(dict.fromkeys((c.dataset, c.shot, c.seed) for c in self.cells))
+
+
+def category_samples(index: DatasetIndex, category: str, manifests: Iterable[ShotManifest]) -> list[Sample]:
+    """Every image a unit of ``category`` reads, once, in a fixed order: the test split, then the references of
+    each manifest in turn (what is decoded in preflight and encoded ahead)."""
+    found = {s.image_path: s for s in index.split(category, "test")}
+    for manifest in manifests:
+        for sample in support_samples(manifest, index, category):
+            found.setdefault(sample.image_path, sample)
+    return list(found.values())
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,8 @@ class SweepPlan:
         trainings: the auxiliary checkpoints to train, in order of first use.
         cell_jobs: job id → the training job whose checkpoint that cell evaluates.
         units: the units of evaluation work, in execution order.
-        prefetch: features encoded together on any miss (the union every method of the sweep reads).
+        prefetch: the features each unit encodes ahead and any miss encodes together (the union every method
+            of the sweep reads).
         backbone: arch, weights label, input size and identity of the backbone.
         threads: torch intra-op threads of every task (the same in every executor, so numbers are too).
     """
@@ -102,14 +120,10 @@ class SweepPlan:
     backbone: BackboneInfo
     threads: int
 
-    def images(self, unit: Unit) -> int:
-        """Distinct images a unit reads (its test split and every reference of its manifests)."""
-        index = self.indexes[unit.dataset]
-        paths = {s.image_path for s in index.split(unit.category, "test")}
-        for (dataset, _, _), manifest in self.manifests.items():
-            if dataset == unit.dataset:
-                paths.update(s.image_path for s in support_samples(manifest, index, unit.category))
-        return len(paths)
+    def unit_samples(self, unit: Unit) -> list[Sample]:
+        """Every image ``unit`` reads (:func:`category_samples` of its cells' manifests)."""
+        manifests = [self.manifests[key] for key in unit.manifest_keys]
+        return category_samples(self.indexes[unit.dataset], unit.category, manifests)
 
     def unit_trainings(self, unit: Unit) -> list[Training]:
         """The trainings whose checkpoints the unit's cells evaluate (its dependencies)."""
@@ -127,7 +141,7 @@ class SweepPlan:
         ]  # fmt: skip
         units = [
             {"id": f"unit:{unit.name}", "kind": "unit", "method": "", "dataset": unit.dataset,
-             "category": unit.category, "images": self.images(unit), "cells": len(unit.cells),
+             "category": unit.category, "images": len(self.unit_samples(unit)), "cells": len(unit.cells),
              "after": [t.task_id for t in self.unit_trainings(unit)]}
             for unit in self.units
         ]  # fmt: skip

@@ -1,7 +1,7 @@
 """Run a sweep: plan → preflight → train → evaluate → merge.
 
 :class:`Sweep` validates a :class:`SweepSpec` completely before anything is written (datasets, manifests, every
-used image decoded, frame shapes, the backbone, every method built once per dataset, the ``--out`` protocol),
+used image decoded, frame shapes, the backbone and every feature its methods read, the ``--out`` protocol),
 and turns it into a :class:`~fsas_bench.runner.plan.SweepPlan`. :meth:`Sweep.run` records the run, hands the
 plan to an executor (``local`` or ``ray``: training tasks first, then one task per (dataset, category) unit)
 and merges the cell files into ``results.csv`` at the end, resumed runs included.
@@ -19,7 +19,7 @@ from fsas_bench.backbones import TINY_ARCH, load_backbone
 from fsas_bench.backbones.clip import DEFAULT_PRECISION
 from fsas_bench.backbones.pipeline import EncodeSettings, default_encode_batch, default_workers
 from fsas_bench.data.formats import verify_samples
-from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, support_samples, write_manifest
+from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, write_manifest
 from fsas_bench.data.registry import default_datasets, load_dataset
 from fsas_bench.data.sample import Sample
 from fsas_bench.errors import UserError
@@ -35,7 +35,7 @@ from fsas_bench.progress import PhaseReporter
 from fsas_bench.runner.executors import EXECUTORS, CellReporter, executor
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
-from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit
+from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit, category_samples
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
 from fsas_bench.runner.results import ResultStore
 from fsas_bench.runner.tasks import CellOutcome
@@ -108,9 +108,9 @@ class Sweep:
         self.manifests = self._manifests()
         seeds = list(dict.fromkeys(seed for _, _, seed in self.manifests))
         self.cells = expand_grid(list(self.methods), list(self.indexes.values()), spec.categories, spec.shots, seeds)
-        used = self._used_samples()
-        verify_samples(used, on_checked=lambda done: on_preflight("decoding images", done, len(used)))
         units = self._units()
+        used = self._used_samples(units)
+        verify_samples(used, on_checked=lambda done: on_preflight("decoding images", done, len(used)))
         for unit in units:  # native evaluation needs one image size per category
             spec.frame.frame_shape(self.indexes[unit.dataset].split(unit.category, "test"))
         _check_device(spec.device)
@@ -192,13 +192,13 @@ class Sweep:
             raise UserError(f"no --shot-list covers k={missing[0]}: pass a list for it or drop it from --shots")
         return manifests
 
-    def _used_samples(self) -> list[Sample]:
-        used = {}
-        for (name, _, _), manifest in self.manifests.items():
-            for category in {c.category for c in self.cells if c.dataset == name}:
-                index = self.indexes[name]
-                for sample in support_samples(manifest, index, category) + index.split(category, "test"):
-                    used[sample.image_path] = sample
+    def _used_samples(self, units: tuple[Unit, ...]) -> list[Sample]:
+        """Every image the units read, once."""
+        used: dict[Path, Sample] = {}
+        for unit in units:
+            manifests = [self.manifests[key] for key in unit.manifest_keys]
+            for sample in category_samples(self.indexes[unit.dataset], unit.category, manifests):
+                used.setdefault(sample.image_path, sample)
         return list(used.values())
 
     def _units(self) -> tuple[Unit, ...]:
@@ -246,8 +246,11 @@ class Sweep:
         this run's cells (resumed ones marked skipped)."""
         spec = self.spec
         self._write_sidecars()
+        settings = spec.encode_settings  # as this (driver) machine resolves the defaults
         record_run(spec.out, self.protocol, self.plan.run_id, {"methods": list(self.methods),
-                   "datasets": list(self.indexes), "cells": len(self.cells)})  # fmt: skip
+                   "datasets": list(self.indexes), "cells": len(self.cells), "device": spec.device,
+                   "precision": spec.precision, "encode_batch": settings.encode_batch,
+                   "workers": settings.workers})  # fmt: skip
         try:
             return executor(spec.executor, self.backbone, spec.ray_address).run(self.plan, on_cell, on_phase)
         finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,12 +23,11 @@ import lightning as L
 import torch
 from safetensors.torch import load_file
 
-from fsas_bench.backbones import ClipBackbone, FeatureCache, default_memory_budget, load_backbone
+from fsas_bench.backbones import CacheStats, ClipBackbone, FeatureCache, default_memory_budget, load_backbone
 from fsas_bench.data.datamodule import FSASDataModule, image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import support_samples
-from fsas_bench.data.sample import Sample
 from fsas_bench.hashing import sha256_file
 from fsas_bench.methods import get_method
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
@@ -46,6 +47,8 @@ from fsas_bench.trainer import quiet_trainer, quiet_warnings
 
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
 LOCKS = ".locks"
+SPILL = ".spill"
+"""Folder under ``--out`` of each process's spilled features (when there is no ``--feature-cache``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class Worker:
                                                   allow_random=spec.allow_random_weights,
                                                   precision=spec.precision)  # fmt: skip
         budget = default_memory_budget() if spec.cache_memory is None else spec.cache_memory  # this node's memory
-        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, budget, spec.encode_settings)
+        spill = child_path(spec.out, SPILL, f"{socket.gethostname()}-{os.getpid()}")
+        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, budget, spec.encode_settings, spill)
         self.cache.prefetch.update(plan.prefetch)
         self.reference = None if spec.reference_fits is None else ReferenceFits(spec.reference_fits)
         self.key = _worker_key(plan)
@@ -103,8 +107,8 @@ def worker_for(plan: SweepPlan, backbone: ClipBackbone | None = None) -> Worker:
 
 def _worker_key(plan: SweepPlan) -> tuple[object, ...]:
     spec = plan.spec
-    return (plan.backbone.identity, spec.device, spec.feature_cache_dir, spec.cache_memory, spec.encode_settings,
-            spec.reference_fits, plan.prefetch)
+    return (plan.backbone.identity, spec.device, spec.out, spec.feature_cache_dir, spec.cache_memory,
+            spec.encode_settings, spec.reference_fits, plan.prefetch)
 
 
 @contextmanager
@@ -130,7 +134,7 @@ def train(plan: SweepPlan, training: Training, on_phase: PhaseReporter = lambda 
     path = job.path(plan.spec.out)
     lock = child_path(plan.spec.out, CHECKPOINTS, LOCKS, job.relative_path().as_posix().replace("/", "__") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle, task_scope(plan):
+    with lock.open("a") as handle, task_scope(plan), _unit_memory(worker.cache):
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
         if path.is_file():
             return TrainOutcome(job, path, sha256_file(path), 0.0)
@@ -158,39 +162,36 @@ def evaluate_unit(
     cell's files as it finishes; the outcomes in cell order. The unit's images are encoded ahead first
     (:func:`encode_unit_ahead`)."""
     worker = worker_for(plan)
-    worker.cache.clear_memory()  # features of one unit in memory at a time
     evaluator = _UnitEvaluator(plan, unit, worker, trained, on_phase)
     outcomes = []
-    with task_scope(plan):
+    with task_scope(plan), _unit_memory(worker.cache):
         if evaluator.pending():
-            evaluator.encode_ahead_s = encode_unit_ahead(plan, unit, worker.cache, on_phase)
+            evaluator.ahead = replace(worker.cache.stats)
+            encode_unit_ahead(plan, unit, worker.cache, on_phase)
             on_phase(None)
         for cell in unit.cells:
             outcome = evaluator.run_cell(cell)
             on_cell(outcome)
             outcomes.append(outcome)
-    worker.cache.clear_memory()
     return outcomes
 
 
-def unit_samples(plan: SweepPlan, unit: Unit) -> list[Sample]:
-    """Every image a unit's cells read, once, in a fixed order: the test split, then the references of each
-    manifest in plan order."""
-    index = plan.indexes[unit.dataset]
-    found = {s.image_path: s for s in index.split(unit.category, "test")}
-    for cell in unit.cells:
-        for sample in support_samples(plan.manifests[(cell.dataset, cell.shot, cell.seed)], index, unit.category):
-            found.setdefault(sample.image_path, sample)
-    return list(found.values())
+@contextmanager
+def _unit_memory(cache: FeatureCache) -> Iterator[None]:
+    """Features of one task in memory at a time: the cache's memory (and spill) is emptied before and after."""
+    cache.clear_memory()
+    try:
+        yield
+    finally:
+        cache.clear_memory()
 
 
 def encode_unit_ahead(
     plan: SweepPlan, unit: Unit, cache: FeatureCache, on_phase: PhaseReporter = lambda update: None
-) -> float:
+) -> None:
     """Fill ``cache`` with the sweep's prefetch features of every image of ``unit`` (decode workers, fixed-size
-    encode batches), reporting ``encoding <unit>`` with a count of images; the seconds it took."""
-    start = time.perf_counter()
-    paths = [s.image_path for s in unit_samples(plan, unit)]
+    encode batches), reporting ``encoding <unit>`` with a count of images."""
+    paths = [s.image_path for s in plan.unit_samples(unit)]
     phase = f"encoding {unit.name}"
     on_phase(PhaseUpdate(phase))
 
@@ -198,7 +199,6 @@ def encode_unit_ahead(
         on_phase(PhaseUpdate(phase, f"{done}/{total} images", done, total))
 
     cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, on_progress=progress)
-    return time.perf_counter() - start
 
 
 class _UnitEvaluator:
@@ -215,8 +215,9 @@ class _UnitEvaluator:
         self.train_seconds = {jid: trained[job].seconds for jid, job in first_users.items() if job in trained}
         """Training seconds spent in this run, attributed to the first cell (in plan order) using the checkpoint."""
         self._truth: CategoryTruth | None = None
-        self.encode_ahead_s = 0.0
-        """Seconds the unit spent encoding ahead, reported by its first evaluated cell (``time_encode_s``)."""
+        self.ahead: CacheStats | None = None
+        """Cache counters before the unit encoded ahead: its first evaluated cell reports the encoding (seconds,
+        misses, forwards, GPU memory peak) as its own."""
 
     def pending(self) -> bool:
         """Whether any cell of the unit is still to be evaluated."""
@@ -264,8 +265,9 @@ class _UnitEvaluator:
                 timing["time_train_s"] = self.train_seconds[plan.job_ids[cell]]
             base.update(train_dataset=job.train_dataset, train_seed=job.seed, checkpoint_sha=trained.sha256)
         L.seed_everything(numeric_seed(cell.seed), verbose=False)
-        before = replace(cache.stats)
-        if spec.device.startswith("cuda"):
+        ahead, self.ahead = self.ahead, None
+        before = ahead or replace(cache.stats)
+        if spec.device.startswith("cuda") and ahead is None:
             torch.cuda.reset_peak_memory_stats()
         fit = None
         if method_cls.fit_scope == "per_category":
@@ -304,10 +306,9 @@ class _UnitEvaluator:
                          "reason": result.reasons.get(metric, "")})  # fmt: skip
         stats = cache.stats
         encode_s = stats.encode_seconds - before.encode_seconds
-        ahead_s, self.encode_ahead_s = self.encode_ahead_s, 0.0
         timing.update(
             time_fit_s=fitted - start,
-            time_encode_s=encode_s + ahead_s,
+            time_encode_s=encode_s,
             time_infer_s=inferred - fitted,
             time_metric_s=done - inferred,
             ms_per_image=1000 * (inferred - fitted - (encode_s - fit_encode_s)) / max(len(self.query), 1),
