@@ -36,7 +36,6 @@ from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.synthetic.scale import MVTEC_SCALE, write_scale_preset
 from fsas_bench.methods import get_method
 from fsas_bench.runner.sweep import Sweep, SweepSpec
-from fsas_bench.runner.tasks import unit_samples
 
 METHODS = ("patchknn", "winclip", "dictas", "inctrl", "promptad")
 SHORT_TRAINING = {
@@ -115,7 +114,7 @@ def end_to_end(root: Path, out: Path, arch: str, method: str, categories: list[s
                      overrides={method: training[method]} if method in training else {},
                      save_examples=0)  # fmt: skip
     sweep = Sweep(spec)
-    images = sum(len(unit_samples(sweep.plan, unit)) for unit in sweep.plan.units)
+    images = sum(len(sweep.plan.unit_samples(unit)) for unit in sweep.plan.units)
     if setting.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     synchronize(setting.device)
