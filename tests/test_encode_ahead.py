@@ -10,14 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
-from fsas_bench.backbones import FeatureCache, load_backbone
+from fsas_bench.backbones import DEFAULT_PREPROCESS, FeatureCache, Preprocess, load_backbone
 from fsas_bench.backbones.pipeline import EncodeSettings, default_workers, pad_batch
 from fsas_bench.cli import main
+from fsas_bench.data.datamodule import image_sha
+from fsas_bench.data.manifests import support_samples
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.errors import UserError
+from fsas_bench.methods import get_method
 from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.runner import tasks
+from fsas_bench.runner.tasks import encode_unit_ahead
 from fsas_bench.runner.results import LEGACY_RESULT_COLUMNS, RESULT_COLUMNS, ResultStore
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 
@@ -117,6 +121,41 @@ def test_the_first_cell_of_a_unit_reports_the_encoding_ahead(tmp_path):
     assert {k: record[k] for k in ("device", "precision", "encode_batch")} == {"device": "cpu", "precision": "fp32",
                                                                              "encode_batch": 1}  # fmt: skip
     assert record["workers"] == default_workers()
+
+
+def test_each_preprocessing_variant_is_encoded_ahead_for_the_images_that_read_it(tmp_path, tiny_backbone):
+    """Faithful InCTRL reads centre-cropped features of queries and prompts, faithful FineGrainedAD reads
+    channel-swapped queries and plain pre-resized references: each is encoded ahead for exactly those images, and
+    nothing any method does not read (no default-variant pass for them)."""
+    spec = SweepSpec(out=tmp_path, methods=("patchknn", "inctrl", "finegrainedad"), categories=("tile",), shots=(1,),
+                     seeds=(0,), mode="faithful")  # fmt: skip
+    plan = Sweep(spec).plan
+    (unit,) = plan.units
+    by_variant = {a.variant: a for a in plan.ahead}
+    fgad = plan.configs[("finegrainedad", "synthetic")]
+    crop, swapped, pre = (Preprocess(resize="resize_centercrop"), Preprocess(pre_resize=fgad.pre_resize, bgr=True),
+                          Preprocess(pre_resize=fgad.pre_resize))  # fmt: skip
+    assert set(by_variant) == {DEFAULT_PREPROCESS, crop, swapped, pre}
+    assert {v: set(a.roles) for v, a in by_variant.items()} == {
+        DEFAULT_PREPROCESS: {"query", "support"}, crop: {"query", "support"}, swapped: {"query"}, pre: {"support"}}
+    names = {m: set(get_method(m).feature_names(plan.configs[(m, "synthetic")], tiny_backbone.depth))
+             for m in ("patchknn", "inctrl", "finegrainedad")}  # fmt: skip
+    assert by_variant[DEFAULT_PREPROCESS].names == names["patchknn"] and by_variant[crop].names == names["inctrl"]
+    assert by_variant[swapped].names == by_variant[pre].names == names["finegrainedad"]
+    cache = FeatureCache(tiny_backbone)
+    encode_unit_ahead(plan, unit, cache)
+    index = plan.indexes["synthetic"]
+    queries = index.split("tile", "test")
+    references = support_samples(plan.manifests[("synthetic", 1, 0)], index, "tile")
+    encoded = cache.stats.forwards
+    assert encoded == 2 * len(queries + references) + len(queries) + len(references)
+    for name in ("inctrl", "finegrainedad"):  # every read of their cells hits: nothing is encoded again
+        method = get_method(name)(plan.configs[(name, "synthetic")], cache)
+        variants = method.input_variants(method.config)
+        for role, samples in (("query", queries), ("support", references)):
+            batch = {"path": [str(x.image_path) for x in samples], "sha": [image_sha(x.image_path) for x in samples]}
+            method.features(batch, method.names, variant=variants[role])
+    assert cache.stats.forwards == cache.stats.misses == encoded and cache.stats.hits == 2 * len(queries + references)
 
 
 def test_encode_batch_and_workers_never_change_results(tmp_path):

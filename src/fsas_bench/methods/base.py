@@ -29,6 +29,9 @@ from fsas_bench.methods.ops import scaled_taps
 from fsas_bench.numbers import MAX_SEED
 from fsas_bench.progress import PhaseReporter, PhaseUpdate
 
+QUERY, SUPPORT = "query", "support"
+"""The two roles of an image in a cell: a test-split query, or a reference (support) of the shot manifest."""
+
 FitScope = Literal["none", "per_category", "auxiliary"]
 MODES = ("benchmark", "faithful")
 
@@ -268,6 +271,12 @@ class FewShotMethod(L.LightningModule, ABC):
     def feature_names(cls, config: MethodConfig, depth: int) -> list[str]:
         """Backbone features (``block{i}``, ``embedding``, ...) the method reads with ``config`` on a ``depth``-block
         backbone (the runner learns them without building the method)."""
+
+    @classmethod
+    def input_variants(cls, config: MethodConfig) -> dict[str, Preprocess]:
+        """The preprocessing of the images whose :meth:`feature_names` the method reads with ``config``, by role:
+        ``query`` (the test split) and ``support`` (the references); the runner encodes each ahead."""
+        return {QUERY: DEFAULT_PREPROCESS, SUPPORT: DEFAULT_PREPROCESS}
 
     def features(
         self,

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fsas_bench.backbones import DEFAULT_PREPROCESS, Preprocess
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.data.manifests import ShotManifest, support_samples
 from fsas_bench.data.sample import Sample
-from fsas_bench.methods.base import MethodConfig
+from fsas_bench.methods.base import QUERY, SUPPORT, MethodConfig
 from fsas_bench.runner.grid import Cell
 from fsas_bench.runner.training import TrainJob
 
@@ -43,11 +44,29 @@ class Unit:
         return tuple(dict.fromkeys((c.dataset, c.shot, c.seed) for c in self.cells))
 
 
-def category_samples(index: DatasetIndex, category: str, manifests: Iterable[ShotManifest]) -> list[Sample]:
-    """Every image a unit of ``category`` reads, once, in a fixed order: the test split, then the references of
-    each manifest in turn (what is decoded in preflight and encoded ahead)."""
-    found = {s.image_path: s for s in index.split(category, "test")}
-    for manifest in manifests:
+@dataclass(frozen=True)
+class AheadEncode:
+    """Features every unit encodes ahead in one preprocessing variant, for the images of the given roles.
+
+    Attributes:
+        variant: the preprocessing.
+        names: the union of the features the sweep's methods read in it.
+        roles: ``query`` (the test split) and/or ``support`` (the references).
+    """
+
+    variant: Preprocess
+    names: frozenset[str]
+    roles: frozenset[str]
+
+
+def category_samples(
+    index: DatasetIndex, category: str, manifests: Iterable[ShotManifest], roles: Iterable[str] = (QUERY, SUPPORT)
+) -> list[Sample]:
+    """Every image of ``roles`` a unit of ``category`` reads, once, in a fixed order: the test split (queries),
+    then the references of each manifest in turn (what is decoded in preflight and encoded ahead)."""
+    roles = set(roles)
+    found = {s.image_path: s for s in index.split(category, "test")} if QUERY in roles else {}
+    for manifest in manifests if SUPPORT in roles else ():
         for sample in support_samples(manifest, index, category):
             found.setdefault(sample.image_path, sample)
     return list(found.values())
@@ -99,8 +118,8 @@ class SweepPlan:
         trainings: the auxiliary checkpoints to train, in order of first use.
         cell_jobs: job id → the training job whose checkpoint that cell evaluates.
         units: the units of evaluation work, in execution order.
-        prefetch: the features each unit encodes ahead and any miss encodes together (the union every method
-            of the sweep reads).
+        ahead: the features each unit encodes ahead, per preprocessing variant (the default variant's names are
+            also what any miss encodes together).
         backbone: arch, weights label, input size and identity of the backbone.
         threads: torch intra-op threads of every task (the same in every executor, so numbers are too).
     """
@@ -116,14 +135,20 @@ class SweepPlan:
     trainings: tuple[Training, ...]
     cell_jobs: dict[str, TrainJob]
     units: tuple[Unit, ...]
-    prefetch: frozenset[str]
+    ahead: tuple[AheadEncode, ...]
     backbone: BackboneInfo
     threads: int
 
-    def unit_samples(self, unit: Unit) -> list[Sample]:
-        """Every image ``unit`` reads (:func:`category_samples` of its cells' manifests)."""
+    @property
+    def prefetch(self) -> frozenset[str]:
+        """The default variant's features: what a miss encodes together, so that each image goes through the
+        backbone once per run however many methods read it."""
+        return next((a.names for a in self.ahead if a.variant == DEFAULT_PREPROCESS), frozenset())
+
+    def unit_samples(self, unit: Unit, roles: Iterable[str] = (QUERY, SUPPORT)) -> list[Sample]:
+        """Every image of ``roles`` that ``unit`` reads (:func:`category_samples` of its cells' manifests)."""
         manifests = [self.manifests[key] for key in unit.manifest_keys]
-        return category_samples(self.indexes[unit.dataset], unit.category, manifests)
+        return category_samples(self.indexes[unit.dataset], unit.category, manifests, roles)
 
     def unit_trainings(self, unit: Unit) -> list[Training]:
         """The trainings whose checkpoints the unit's cells evaluate (its dependencies)."""

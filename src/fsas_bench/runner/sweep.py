@@ -35,7 +35,7 @@ from fsas_bench.progress import PhaseReporter
 from fsas_bench.runner.executors import EXECUTORS, CellReporter, executor
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
-from fsas_bench.runner.plan import BackboneInfo, SweepPlan, Training, Unit, category_samples
+from fsas_bench.runner.plan import AheadEncode, BackboneInfo, SweepPlan, Training, Unit, category_samples
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
 from fsas_bench.runner.results import ResultStore
 from fsas_bench.runner.tasks import CellOutcome
@@ -125,7 +125,7 @@ class Sweep:
         }
         self.benchmark_only = sorted({name for (name, _), c in self.configs.items() if c.mode != spec.mode})
         """Methods without a preset of the requested mode (they run in benchmark mode; rows say so)."""
-        prefetch = self._feature_names()
+        ahead = self._ahead()
         self.auxiliary = {
             (name, dataset): cls.auxiliary_dataset(dataset)
             for name, cls in self.methods.items()
@@ -152,7 +152,7 @@ class Sweep:
             trainings=_trainings(self.cells, cell_jobs, job_ids),
             cell_jobs={job_ids[cell]: job for cell, job in cell_jobs.items()},
             units=units,
-            prefetch=frozenset(prefetch),
+            ahead=ahead,
             backbone=BackboneInfo(self.backbone.arch, self.backbone.pretrained, self.backbone.image_size,
                                   self.backbone.identity, self.backbone.precision),  # fmt: skip
             threads=torch.get_num_threads(),
@@ -208,13 +208,18 @@ class Sweep:
             groups.setdefault((cell.dataset, cell.category), []).append(cell)
         return tuple(Unit(dataset, category, tuple(cells)) for (dataset, category), cells in groups.items())
 
-    def _feature_names(self) -> set[str]:
-        """The union of the features every (method, dataset) config reads (configs check themselves when built)."""
-        depth = self.backbone.depth
-        names = {n for (method, _), config in self.configs.items()
-                 for n in self.methods[method].feature_names(config, depth)}  # fmt: skip
-        self.backbone.check_features(sorted(names))
-        return names
+    def _ahead(self) -> tuple[AheadEncode, ...]:
+        """Per preprocessing variant, the union of the features every (method, dataset) config reads in it and
+        the roles of the images; every name checked against the backbone."""
+        depth, wanted = self.backbone.depth, {}
+        for (method, _), config in self.configs.items():
+            cls = self.methods[method]
+            for role, variant in cls.input_variants(config).items():
+                names, roles = wanted.setdefault(variant, (set(), set()))
+                names.update(cls.feature_names(config, depth))
+                roles.add(role)
+        self.backbone.check_features(sorted({n for names, _ in wanted.values() for n in names}))
+        return tuple(AheadEncode(v, frozenset(names), frozenset(roles)) for v, (names, roles) in wanted.items())
 
     def _train_job(self, cell: Cell) -> TrainJob | None:
         """The auxiliary training a cell's method needs (train seed i pairs with manifest seed i)."""

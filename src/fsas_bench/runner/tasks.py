@@ -108,7 +108,7 @@ def worker_for(plan: SweepPlan, backbone: ClipBackbone | None = None) -> Worker:
 def _worker_key(plan: SweepPlan) -> tuple[object, ...]:
     spec = plan.spec
     return (plan.backbone.identity, spec.device, spec.out, spec.feature_cache_dir, spec.cache_memory,
-            spec.encode_settings, spec.reference_fits, plan.prefetch)
+            spec.encode_settings, spec.reference_fits, plan.ahead)
 
 
 @contextmanager
@@ -189,16 +189,20 @@ def _unit_memory(cache: FeatureCache) -> Iterator[None]:
 def encode_unit_ahead(
     plan: SweepPlan, unit: Unit, cache: FeatureCache, on_phase: PhaseReporter = lambda update: None
 ) -> None:
-    """Fill ``cache`` with the sweep's prefetch features of every image of ``unit`` (decode workers, fixed-size
-    encode batches), reporting ``encoding <unit>`` with a count of images."""
-    paths = [s.image_path for s in plan.unit_samples(unit)]
+    """Fill ``cache`` with the features the sweep's methods read of every image of ``unit``, one pass per
+    preprocessing variant (decode workers, fixed-size encode batches), reporting ``encoding <unit>`` with a
+    count of images."""
     phase = f"encoding {unit.name}"
     on_phase(PhaseUpdate(phase))
+    for number, ahead in enumerate(plan.ahead, 1):
+        label = f" (variant {number}/{len(plan.ahead)})" if len(plan.ahead) > 1 else ""
 
-    def progress(done: int, total: int) -> None:
-        on_phase(PhaseUpdate(phase, f"{done}/{total} images", done, total))
+        def progress(done: int, total: int) -> None:
+            on_phase(PhaseUpdate(phase, f"{done}/{total} images{label}", done, total))
 
-    cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, on_progress=progress)
+        paths = [s.image_path for s in plan.unit_samples(unit, ahead.roles)]
+        cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, sorted(ahead.names), ahead.variant,
+                           progress)  # fmt: skip
 
 
 class _UnitEvaluator:

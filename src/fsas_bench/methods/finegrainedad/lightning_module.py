@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from fsas_bench.backbones import FeatureCache, Preprocess
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.files import atomic_write_text
-from fsas_bench.methods.base import FewShotMethod, MethodOutput
+from fsas_bench.methods.base import QUERY, SUPPORT, FewShotMethod, MethodOutput
 from fsas_bench.methods.finegrainedad.captions import (
     SHIPPED_FILES, CaptionRecord, Vocabularies, load_caption_file, template_record, vocabularies,
 )  # fmt: skip
@@ -48,8 +48,8 @@ class FineGrainedAD(FewShotMethod):
         super().__init__(config, cache)
         self.blocks = config.taps(cache.backbone.depth)
         self.tap_names = self.names[: len(self.blocks)]
-        self.shot_input = Preprocess(pre_resize=config.pre_resize)
-        self.query_input = Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk)
+        variants = self.input_variants(config)
+        self.shot_input, self.query_input = variants[SUPPORT], variants[QUERY]
         self.scorer = FineGrainedADScorer(config.output_size, config.map_sigma, config.harmonic_eps)
         self.learner: PromptLearner | None = None
         self.cls_learner: PromptLearner | None = None
@@ -66,6 +66,12 @@ class FineGrainedAD(FewShotMethod):
         """The memory taps (``block{i}`` or ``released_tap{i}``), then ``embedding`` and ``vv_tokens``."""
         kind = "block" if config.memory_tap == "block" else "released_tap"
         return [*(f"{kind}{b}" for b in config.taps(depth)), "embedding", "vv_tokens"]
+
+    @classmethod
+    def input_variants(cls, config: FineGrainedADConfig) -> dict[str, Preprocess]:
+        """Both pre-resized as the released loaders do; queries channel-swapped with the test loop's quirk."""
+        return {QUERY: Preprocess(pre_resize=config.pre_resize, bgr=config.query_bgr_quirk),
+                SUPPORT: Preprocess(pre_resize=config.pre_resize)}  # fmt: skip
 
     @property
     def tau(self) -> Tensor:

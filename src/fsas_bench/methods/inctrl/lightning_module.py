@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from fsas_bench.backbones import BackboneFeatures, FeatureCache, Preprocess
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
-from fsas_bench.methods.base import FewShotMethod, MethodOutput
+from fsas_bench.methods.base import QUERY, SUPPORT, FewShotMethod, MethodOutput
 from fsas_bench.methods.inctrl.config import InCTRLConfig
 from fsas_bench.methods.inctrl.episodes import BalancedEpisodes
 from fsas_bench.methods.inctrl.released import load_released
@@ -41,7 +41,7 @@ class InCTRL(FewShotMethod):
 
     def __init__(self, config: InCTRLConfig, cache: FeatureCache) -> None:
         super().__init__(config, cache)
-        self.input = Preprocess(resize=config.preprocess)
+        self.input = self.input_variants(config)[QUERY]
         backbone = cache.backbone
         self.blocks = config.taps(backbone.depth)
         embed_dim = backbone.model.visual.output_dim
@@ -56,6 +56,11 @@ class InCTRL(FewShotMethod):
     @classmethod
     def feature_names(cls, config: InCTRLConfig, depth: int) -> list[str]:
         return [*(f"block{b}" for b in config.taps(depth)), "embedding"]
+
+    @classmethod
+    def input_variants(cls, config: InCTRLConfig) -> dict[str, Preprocess]:
+        variant = Preprocess(resize=config.preprocess)  # queries and prompts alike
+        return {QUERY: variant, SUPPORT: variant}
 
     # --- evaluation -------------------------------------------------------------------------------------
 
