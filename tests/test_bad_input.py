@@ -288,10 +288,9 @@ def test_class_index_palette_masks_keep_reading_as_index_not_zero(tmp_path, pale
 
 @pytest.mark.parametrize("same_file", [False, True])
 def test_two_shot_lists_for_one_k_and_seed_are_refused(tmp_path, capsys, same_file):
-    from fsas_bench.data.formats import load_meta_json
     from fsas_bench.data.manifests import ShotManifest, write_manifest
 
-    index = load_meta_json(meta_dataset(tmp_path / "data"), "custom")
+    meta_dataset(tmp_path / "data")
     lists = []
     for n, rel in enumerate(("train/0.png", "train/1.png")):  # different references, same k and seed
         manifest = ShotManifest("mine", 1, "custom", 1, 0, "seeded", "n/a", (("part", rel),))
