@@ -140,9 +140,18 @@ def test_feature_vocabulary_parses_every_known_name(name, parsed):
 def test_unknown_feature_names_are_errors_not_silently_skipped(tiny_backbone, name):
     with pytest.raises(ValueError, match=f"unknown backbone feature '{name}'.*block<i>"):
         parse_feature(name)
-    with pytest.raises(ValueError, match="unknown backbone feature"):
+    with pytest.raises(UserError, match="unknown backbone feature"):
         tiny_backbone.check_features(["block1", name])
     cache = FeatureCache(tiny_backbone)  # once silently skipped, then re-encoded on every call
     with pytest.raises(ValueError, match="unknown backbone feature"):
         cache.features(["a"], ("block1", name), lambda i: torch.randn(3, 224, 224))
     assert cache.stats.encode_seconds == 0 and not cache._memory
+
+
+def test_window_sides_are_checked_against_the_patch_grid(tiny_backbone):
+    side = min(tiny_backbone.grid)
+    tiny_backbone.check_features([f"window{side}", "window1"])
+    assert sliding_windows(tiny_backbone.grid, side).shape[0] == 1  # the largest accepted side encodes
+    for bad in (side + 1, 0):
+        with pytest.raises(UserError, match=f"window sides \\[{bad}\\] do not fit the 14×14 patch grid"):
+            tiny_backbone.check_features([f"window{bad}"])
