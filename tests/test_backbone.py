@@ -155,3 +155,23 @@ def test_window_sides_are_checked_against_the_patch_grid(tiny_backbone):
     for bad in (side + 1, 0):
         with pytest.raises(UserError, match=f"window sides \\[{bad}\\] do not fit the 14×14 patch grid"):
             tiny_backbone.check_features([f"window{bad}"])
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_bf16_on_a_gpu_without_bf16_is_refused_before_the_sweep(monkeypatch, supported):
+    from fsas_bench.backbones.clip import check_device_precision
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: calls.append(a) or supported)
+    for precision in ("fp32", "fp16"):
+        check_device_precision("cuda:0", precision)
+    check_device_precision("cpu", "bf16")
+    assert not calls, "only bf16 on a CUDA device asks the GPU"
+    if supported:
+        check_device_precision("cuda:0", "bf16")
+    else:
+        with pytest.raises(UserError, match=r"^--precision bf16 is not supported by the GPU of --device cuda:0: use"):
+            check_device_precision("cuda:0", "bf16")
+    assert len(calls) == 1
+    with pytest.raises(UserError, match="--precision 'int8' is unknown"):
+        check_device_precision("cpu", "int8")

@@ -371,6 +371,16 @@ def check_precision(precision: str) -> None:
         raise UserError(f"--precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
 
 
+def check_device_precision(device: str, precision: str) -> None:
+    """UserError unless ``precision`` is known and ``device`` can run it: bf16 autocast on a CUDA device needs
+    bf16 support (the check :func:`torch.autocast` makes at the first forward, made before a sweep writes)."""
+    check_precision(precision)
+    if precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"--precision bf16 is not supported by the GPU of --device {device}: use --precision fp16 or fp32"
+        )
+
+
 def load_backbone(
     arch: str, pretrained: str | None, device: str = "cpu", seed: int = 0, allow_random: bool = False,
     precision: str = DEFAULT_PRECISION,
