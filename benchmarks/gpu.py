@@ -21,7 +21,7 @@ Usage: python benchmarks/gpu.py [--smoke] [--limit 40] [--categories 3] [--out D
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import gc
 import os
 import tempfile
 import time
@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from fsas_bench.backbones import load_backbone
-from fsas_bench.backbones.pipeline import decoded_batches
+from fsas_bench.backbones.pipeline import decoded_batches, default_workers
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.synthetic.scale import MVTEC_SCALE, write_scale_preset
 from fsas_bench.methods import get_method
+from fsas_bench.runner import tasks
 from fsas_bench.runner.sweep import Sweep, SweepSpec
 
 METHODS = ("patchknn", "winclip", "dictas", "inctrl", "promptad")
@@ -66,12 +67,12 @@ SMOKE = Setting("cpu", ("fsas-tiny",), "bf16", 4, 1, 1, 2)
 
 
 def write_data(root: Path, setting: Setting) -> list[str]:
-    """The first categories of mvtec-scale under ``root/mvtec`` (one process per category) and the ``visa``
-    link; the category names."""
+    """The first categories of mvtec-scale under ``root/mvtec`` (rendered by every CPU; kept when an earlier run
+    wrote the same) and the ``visa`` link; the category names."""
     names = list(MVTEC_SCALE)[: setting.categories]
-    with multiprocessing.get_context("spawn").Pool(min(len(names), os.cpu_count() or 1)) as pool:
-        pool.starmap(write_scale_preset, [("mvtec-scale", root, (name,), setting.limit) for name in names])
-    (root / "visa").symlink_to(root / "mvtec", target_is_directory=True)
+    write_scale_preset("mvtec-scale", root, names, setting.limit, processes=os.cpu_count() or 1)
+    if not (root / "visa").is_symlink():
+        (root / "visa").symlink_to(root / "mvtec", target_is_directory=True)
     return names
 
 
@@ -81,10 +82,10 @@ def synchronize(device: str) -> None:
 
 
 def decode_rate(paths: list[Path], arch: str, batch: int) -> float:
-    """(a): images per second read and transformed by all decode workers (no backbone)."""
+    """(a): images per second read and transformed by the decode workers a sweep uses by default (no backbone)."""
     transform = load_backbone(arch, None, allow_random=True).transform()
     start = time.perf_counter()
-    count = sum(b.shape[0] for b in decoded_batches(paths, read_image_rgb, transform, batch, os.cpu_count() or 1))
+    count = sum(b.shape[0] for b in decoded_batches(paths, read_image_rgb, transform, batch, default_workers()))
     return count / (time.perf_counter() - start)
 
 
@@ -105,9 +106,20 @@ def encode_rate(arch: str, setting: Setting) -> float:
     return setting.encode_batch * setting.encode_reps / (time.perf_counter() - start)
 
 
+def release_previous_worker(device: str) -> None:
+    """Free the backbone the runner's in-process worker still holds from the previous sweep (and, on a GPU,
+    its cached blocks), so that the next sweep's memory peak counts only its own."""
+    tasks._WORKER = None
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
 def end_to_end(root: Path, out: Path, arch: str, method: str, categories: list[str], setting: Setting,
                training: dict[str, dict[str, str]]) -> tuple[float, int, float, float | None]:  # fmt: skip
-    """(c) for one method: img/s, images, auxiliary training seconds (left out), GPU memory peak (MiB)."""
+    """(c) for one method: img/s, images, auxiliary training seconds (left out), GPU memory peak (MiB, of this
+    sweep alone: the previous sweep's worker and backbone are freed first)."""
+    release_previous_worker(setting.device)
     spec = SweepSpec(out=out, methods=(method,), datasets=("visa",), categories=tuple(categories), shots=(1,),
                      seeds=(0,), data_root=root, backbone=arch, pretrained="none", device=setting.device,
                      allow_random_weights=True, precision=setting.precision, encode_batch=setting.encode_batch,

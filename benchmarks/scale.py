@@ -1,8 +1,9 @@
 """Scale on CPU with fsas-tiny: time per image and peak RSS over 1, 4 and 15 categories of mvtec-scale; decode
 throughput with one vs all decode workers.
 
-1. Writes (once, into --data) the mvtec-scale preset, ``--limit`` images per split and defect type of each
-   category (``fsas-bench synth``; byte-identical everywhere).
+1. Writes (once, into --data: a rerun with other --counts or --limit needs another --data) the mvtec-scale
+   preset, ``--limit`` images per split and defect type of each category (``fsas-bench synth``; byte-identical
+   everywhere).
 2. Runs ``fsas-bench run --methods patchknn,winclip`` (k=1, seed 0) as a child process on the first 1, 4 and
    15 categories and reads its wall time and peak RSS (``wait4``): time per image (query and reference images,
    start-up included) and peak RSS, whose ratio from 4 to 15 categories must stay ≤ 1.2 (one category's
@@ -27,6 +28,7 @@ from fsas_bench.backbones import load_backbone
 from fsas_bench.backbones.pipeline import decoded_batches
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.synthetic.scale import MVTEC_SCALE, write_scale_preset
+from fsas_bench.errors import UserError
 
 RSS_FLAT = 1.2
 
@@ -67,9 +69,12 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     names = list(MVTEC_SCALE)[: max(counts)]
     start = time.perf_counter()
-    written = write_scale_preset("mvtec-scale", args.data, names, args.limit)
+    try:
+        written = write_scale_preset("mvtec-scale", args.data, names, args.limit)
+    except UserError as err:  # e.g. --data holds another request: one line, as the CLI says it
+        raise SystemExit(f"scale.py: {err}") from None
     print(f"mvtec-scale, --limit {args.limit}: {written} images in {time.perf_counter() - start:.1f} s "
-          f"(rewritten identically each run) under {args.data}")  # fmt: skip
+          f"(0: written by an earlier run of the same request) under {args.data}")  # fmt: skip
     rss = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:

@@ -140,9 +140,38 @@ def test_feature_vocabulary_parses_every_known_name(name, parsed):
 def test_unknown_feature_names_are_errors_not_silently_skipped(tiny_backbone, name):
     with pytest.raises(ValueError, match=f"unknown backbone feature '{name}'.*block<i>"):
         parse_feature(name)
-    with pytest.raises(ValueError, match="unknown backbone feature"):
+    with pytest.raises(UserError, match="unknown backbone feature"):
         tiny_backbone.check_features(["block1", name])
     cache = FeatureCache(tiny_backbone)  # once silently skipped, then re-encoded on every call
     with pytest.raises(ValueError, match="unknown backbone feature"):
         cache.features(["a"], ("block1", name), lambda i: torch.randn(3, 224, 224))
     assert cache.stats.encode_seconds == 0 and not cache._memory
+
+
+def test_window_sides_are_checked_against_the_patch_grid(tiny_backbone):
+    side = min(tiny_backbone.grid)
+    tiny_backbone.check_features([f"window{side}", "window1"])
+    assert sliding_windows(tiny_backbone.grid, side).shape[0] == 1  # the largest accepted side encodes
+    for bad in (side + 1, 0):
+        with pytest.raises(UserError, match=f"window sides \\[{bad}\\] do not fit the 14×14 patch grid"):
+            tiny_backbone.check_features([f"window{bad}"])
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_bf16_on_a_gpu_without_bf16_is_refused_before_the_sweep(monkeypatch, supported):
+    from fsas_bench.backbones.clip import check_device_precision
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: calls.append(a) or supported)
+    for precision in ("fp32", "fp16"):
+        check_device_precision("cuda:0", precision)
+    check_device_precision("cpu", "bf16")
+    assert not calls, "only bf16 on a CUDA device asks the GPU"
+    if supported:
+        check_device_precision("cuda:0", "bf16")
+    else:
+        with pytest.raises(UserError, match=r"^--precision bf16 is not supported by the GPU of --device cuda:0: use"):
+            check_device_precision("cuda:0", "bf16")
+    assert len(calls) == 1
+    with pytest.raises(UserError, match="--precision 'int8' is unknown"):
+        check_device_precision("cpu", "int8")

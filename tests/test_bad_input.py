@@ -520,3 +520,10 @@ def test_mixed_image_sizes_in_a_category_are_found_before_anything_is_written(tm
 def test_blocks_beyond_the_backbone_depth_are_found_before_anything_is_written(tmp_path, capsys):
     run_bad(tmp_path, capsys, ["run", "--methods", "dictas", "--shots", "1", "--seeds", "0", "--categories", "tile",
                                "--set", "dictas.blocks=2,40"], "do not exist in fsas-tiny")  # fmt: skip
+
+
+@pytest.mark.parametrize("scales", ["99", "2,15"])
+def test_window_sides_beyond_the_patch_grid_are_found_before_anything_is_written(tmp_path, capsys, scales):
+    line = run_bad(tmp_path, capsys, ["run", "--methods", "winclip", "--shots", "1", "--seeds", "0", "--categories",
+                                      "tile", "--set", f"winclip.scales={scales}"], "patch grid of fsas-tiny")
+    assert "winclip.scales" in line

@@ -4,6 +4,9 @@ target trigger, image-score rules, the activation swap, and an end-to-end sweep 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import json
+import weakref
 
 import lightning as L
 import numpy as np
@@ -12,7 +15,8 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
-from fsas_bench.backbones import FeatureCache
+from fsas_bench.backbones import FeatureCache, load_backbone
+from fsas_bench.backbones.pipeline import EncodeSettings
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.errors import UserError
 from fsas_bench.methods import get_method
@@ -223,6 +227,24 @@ def test_activation_swap_leaves_the_shared_backbone_untouched(tiny_backbone, ima
     torch.testing.assert_close(tokens["image_intermediates"][0], before)
     method = DictAS(DictASConfig(activation="quickgelu"), cache)
     assert method.cache is swapped_cache
+
+
+def test_swapped_cache_keeps_precision_budget_and_settings_and_dies_with_the_shared_cache():
+    backbone = load_backbone("fsas-tiny", None, precision="bf16")
+    settings = EncodeSettings(encode_batch=3, workers=0)
+    cache = FeatureCache(backbone, memory_budget=12_345, settings=settings)
+    swapped = cache_with_activation(cache, "quickgelu")
+    assert swapped.backbone.precision == "bf16" and json.loads(swapped.backbone.identity)[-1] == "precision=bf16"
+    assert swapped.backbone.identity != backbone.identity
+    assert swapped.memory_budget == 12_345 and swapped.settings == settings
+    images = torch.randn(1, 3, 224, 224)  # the swapped forwards run in bf16: they differ from an fp32 twin's
+    fp32 = cache_with_activation(FeatureCache(load_backbone("fsas-tiny", None)), "quickgelu").backbone
+    tokens = [b.encode(images, ["block5"])["block5"] for b in (swapped.backbone, fp32)]
+    assert not torch.equal(*tokens)
+    alive = weakref.ref(cache), weakref.ref(swapped), weakref.ref(swapped.backbone)
+    del cache, swapped, backbone
+    gc.collect()
+    assert [ref() for ref in alive] == [None, None, None], "the swapped copy must not outlive the shared cache"
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import json
 import math
 import random
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from fsas_bench.data.synthetic import CATEGORIES
 from fsas_bench.methods.finegrainedad.captions import (
     CaptionSchemaError, load_caption_file, template_record, validate_record, vocabularies,
 )  # fmt: skip
-from fsas_bench.methods.finegrainedad.hires import stitch, tile_images
+from fsas_bench.methods.finegrainedad.hires import hires_vv_tokens, stitch, tile_images
 from fsas_bench.methods.finegrainedad.losses import match_loss, total_loss, triplet_loss, v2t_loss
 from fsas_bench.methods.finegrainedad.prompt_learner import FamilyFeatures, PromptLearner
 from fsas_bench.methods.finegrainedad.prompts import build_families, render
@@ -319,6 +320,23 @@ def test_tiles_are_stitched_row_major():
     tiles = torch.arange(4 * 4 * 1, dtype=torch.float32).view(4, 4, 1)  # 2 × 2 tiles of 2 × 2 tokens
     grid = stitch(tiles, 2).view(4, 4)
     assert grid[0].tolist() == [0, 1, 4, 5] and grid[2].tolist() == [8, 9, 12, 13]
+
+
+def test_hires_tokens_are_computed_in_the_backbone_precision(image_files):
+    from fsas_bench.backbones import load_backbone
+    from fsas_bench.data.formats import read_image_rgb
+
+    batch = image_files(1)
+    path, sha = Path(batch["path"][0]), batch["sha"][0]
+    tokens = {}
+    for precision in ("fp32", "bf16"):
+        backbone = load_backbone("fsas-tiny", None, precision=precision)
+        tiles = torch.stack([backbone.preprocess(t) for t in tile_images(read_image_rgb(path), 224, 2)])
+        expected = stitch(backbone.encode(tiles, ["vv_tokens"])["vv_tokens"], 2)  # encode applies the precision
+        tokens[precision] = hires_vv_tokens(backbone, path, sha, 2)
+        assert tokens[precision].dtype == torch.float32
+        torch.testing.assert_close(tokens[precision], expected, rtol=0, atol=0)
+    assert not torch.equal(tokens["fp32"], tokens["bf16"])
 
 
 # --- inference ---------------------------------------------------------------------------------------------

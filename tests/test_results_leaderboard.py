@@ -98,3 +98,16 @@ def test_main_table_marks_fewer_categories_counts_seeds_and_explains_ms(tmp_path
     assert "a 1-shot I-AUROC: 1 of 2 categories (no value for y (seed 1))" in text
     assert "backbone encoding" in text and "excluded" in text
     assert "b 1-shot" not in text.split("†", 2)[-1].split("\n\n")[0]
+
+
+def test_footnote_names_the_precision_unless_fp32(tmp_path):
+    store = ResultStore(tmp_path)
+    for method, precision in (("a", "fp32"), ("b", "bf16"), ("c", "fp16")):
+        rows = [{**row, "precision": precision} for row in _rows(method, "x", 1, 0, {"I-AUROC": 0.5})]
+        _write(store, method, rows)
+    store.merge()
+    lines = write_leaderboards(tmp_path)[0].read_text().splitlines()
+    footnote = {line[2:].split(":")[0]: line for line in lines if line.startswith("- ") and "@ 224px" in line}
+    assert footnote["a"] == "- a: fsas-tiny @ 224px, weights none, fit none"
+    assert footnote["b"] == "- b: fsas-tiny @ 224px, bf16 autocast, weights none, fit none"
+    assert footnote["c"] == "- c: fsas-tiny @ 224px, fp16 autocast, weights none, fit none"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fsas_bench.cli import main
 from fsas_bench.data.formats import read_image_rgb, read_mask
 from fsas_bench.data.registry import load_dataset
 from fsas_bench.data.synthetic import tree_digest
-from fsas_bench.data.synthetic.scale import MVTEC_SCALE
+from fsas_bench.data.synthetic.scale import MVTEC_SCALE, write_scale_preset
+from fsas_bench.errors import UserError
 
 PINNED = {  # tree_digest (decoded pixels, independent of the PNG encoder) of each category at --limit 1
     "toothbrush": "053a47cc2c56f3d447bffc9b6f37c04f7ea822c8c8a26304fa7effc1d042f6cc",
@@ -57,3 +60,56 @@ def test_bad_synth_arguments_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert "category 'bottel' is not in mvtec-scale" in err[0] and "--limit 0 is invalid" in err[1]
     assert not (tmp_path / "x").exists()
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_of_the_same_request_is_a_no_op_and_other_contents_are_refused(tmp_path, capsys):
+    args = ["synth", "--preset", "mvtec-scale", "--out", str(tmp_path), "--categories", "metal_nut", "--limit", "1"]
+    assert main(args) == 0
+    written = _files(tmp_path)
+    assert sorted(p for p in written if not p.startswith("mvtec/metal_nut/")) == ["mvtec/.fsas-synth.json"]
+    assert json.loads(written["mvtec/.fsas-synth.json"]) == {"preset": "mvtec-scale", "categories": ["metal_nut"],
+                                                             "limit": 1}  # fmt: skip
+    assert main(args) == 0 and "already written" in capsys.readouterr().out
+    assert _files(tmp_path) == written  # nothing rewritten, no stale staging folder
+    for other in (["--limit", "2"], ["--categories", "metal_nut,tile"]):  # another request: refused, untouched
+        assert main([*args, *other]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "already holds another synth request: pass a new or empty --out" in err[0], err
+        assert _files(tmp_path) == written
+    real = tmp_path / "real"
+    (real / "mvtec" / "bottle" / "train" / "good").mkdir(parents=True)
+    (real / "mvtec" / "bottle" / "train" / "good" / "000.png").write_bytes(b"a real image")
+    assert main(["synth", "--preset", "mvtec-scale", "--out", str(real), "--categories", "bottle"]) == 2
+    assert "holds files that fsas-bench synth did not write" in capsys.readouterr().err
+    assert _files(real) == {"mvtec/bottle/train/good/000.png": b"a real image"}
+
+
+def test_tree_appears_whole_and_does_not_depend_on_processes(tmp_path, monkeypatch):
+    from fsas_bench.data.synthetic import scale
+
+    seen = []
+
+    def progress(done: int, total: int) -> None:  # the tree is not in place before its last image is written
+        seen.append(done)
+        assert not (tmp_path / "one" / "mvtec").exists()
+
+    count = len(MVTEC_SCALE["metal_nut"].groups())  # --limit 1: one image per (split, defect) group
+    assert write_scale_preset("mvtec-scale", tmp_path / "one", ["metal_nut"], 1, progress) == count
+    assert seen == list(range(1, count + 1))
+    assert write_scale_preset("mvtec-scale", tmp_path / "two", ["metal_nut"], 1, processes=2) == count
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    assert tree_digest(tmp_path / "two" / "mvtec" / "metal_nut") == PINNED["metal_nut"]
+
+    def fail(root, job):  # a write that fails halfway leaves no mvtec folder and no staging folder
+        if job[3] == 0 and job[2] != "good":
+            raise OSError(28, "No space left on device")
+        return None
+
+    monkeypatch.setattr(scale, "_write_image", fail)
+    with pytest.raises(UserError, match="no space left on device"):
+        write_scale_preset("mvtec-scale", tmp_path / "three", ["metal_nut"], 1)
+    assert list((tmp_path / "three").iterdir()) == []

@@ -469,7 +469,8 @@ def _synth(args: argparse.Namespace, console: Console) -> None:
         task = progress.add_task(args.preset, total=None)
         count = write_scale_preset(args.preset, args.out, _names(args.categories), args.limit,
                                    lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
-    console.print(f"wrote {count} images to {args.out / 'mvtec'}: use --data-root {args.out} --datasets mvtec")
+    done = f"wrote {count} images to" if count else "already written (the same request):"
+    console.print(f"{done} {args.out / 'mvtec'}: use --data-root {args.out} --datasets mvtec")
 
 
 def _list(args: argparse.Namespace, console: Console) -> None:

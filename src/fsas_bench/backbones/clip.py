@@ -341,10 +341,20 @@ class ClipBackbone(nn.Module):
         return self._text_cache[key]
 
     def check_features(self, names: Sequence[str]) -> None:
-        """UserError when a feature name taps a block the backbone does not have (checked before a sweep);
-        ValueError for a name outside the vocabulary (:func:`parse_feature`)."""
-        features = [parse_feature(n) for n in names]
+        """UserError (checked before a sweep) for a name outside the vocabulary (:func:`parse_feature`), a tap
+        of a block the backbone does not have, or a window side that is 0 or larger than the patch grid."""
+        try:
+            features = [parse_feature(n) for n in names]
+        except ValueError as err:
+            raise UserError(str(err)) from None
         self._check_blocks([i for kind, i in features if kind in ("block", "released_tap")])
+        side = min(self.grid)
+        bad = sorted({i for kind, i in features if kind == "window" and not 1 <= i <= side})
+        if bad:
+            raise UserError(
+                f"window sides {bad} do not fit the {self.grid[0]}×{self.grid[1]} patch grid of {self.arch}: "
+                f"choose window scales between 1 and {side} (e.g. --set winclip.scales=2,3)"
+            )
 
     def _check_blocks(self, blocks: Sequence[int]) -> None:
         bad = [b for b in blocks if not 0 <= b < self.depth]
@@ -359,6 +369,16 @@ def check_precision(precision: str) -> None:
     """UserError unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
+
+
+def check_device_precision(device: str, precision: str) -> None:
+    """UserError unless ``precision`` is known and ``device`` can run it: bf16 autocast on a CUDA device needs
+    bf16 support (the check :func:`torch.autocast` makes at the first forward, made before a sweep writes)."""
+    check_precision(precision)
+    if precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"--precision bf16 is not supported by the GPU of --device {device}: use --precision fp16 or fp32"
+        )
 
 
 def load_backbone(

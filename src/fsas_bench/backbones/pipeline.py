@@ -4,7 +4,8 @@ Images are read and preprocessed (:class:`~fsas_bench.backbones.clip.InputTransf
 pinned when the backbone is on a GPU, moved with ``non_blocking`` and encoded ``encode_batch`` at a time in
 the order given; the last batch is padded (its last image repeated) to the same shape, so every forward has
 one shape. Features do not depend on the batch: on CPU each image's features are bitwise those of the image
-encoded alone (see :meth:`~fsas_bench.backbones.clip.ClipBackbone.encode`).
+encoded alone (see :meth:`~fsas_bench.backbones.clip.ClipBackbone.encode`). A :class:`UserError` of a worker
+(an unreadable image) comes back to the calling process as the same one-line UserError, not wrapped by torch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fsas_bench.backbones.clip import BackboneFeatures, ClipBackbone, InputTransform
 from fsas_bench.errors import UserError
@@ -57,8 +58,16 @@ class EncodeSettings:
             raise UserError(f"--workers {self.workers} is invalid: use 0 (decode in the main process) or more")
 
 
-class _Decoded(Dataset[Tensor]):
-    """Image i of ``paths`` read by ``reader`` and transformed: ``3 × S × S`` float32."""
+@dataclass(frozen=True)
+class _Failed:
+    """What a worker hands back instead of an image or batch whose decoding raised a UserError: its message
+    (torch would re-raise the error itself wrapped in a worker traceback)."""
+
+    message: str
+
+
+class _Decoded(Dataset[Tensor | _Failed]):
+    """Image i of ``paths`` read by ``reader`` and transformed: ``3 × S × S`` float32 (or :class:`_Failed`)."""
 
     def __init__(self, paths: Sequence[Path], reader: ImageReader, transform: InputTransform) -> None:
         self.paths, self.reader, self.transform = list(paths), reader, transform
@@ -66,16 +75,31 @@ class _Decoded(Dataset[Tensor]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.transform(self.reader(self.paths[i]))
+    def __getitem__(self, i: int) -> Tensor | _Failed:
+        try:
+            return self.transform(self.reader(self.paths[i]))
+        except UserError as err:
+            return _Failed(str(err))
+
+
+def _collate(items: list[Tensor | _Failed]) -> Tensor | _Failed:
+    """The batch of ``items``, or the first failure among them."""
+    return next((item for item in items if isinstance(item, _Failed)), None) or default_collate(items)
 
 
 def decoded_batches(paths: Sequence[Path], reader: ImageReader, transform: InputTransform, batch: int,
                     workers: int, pin: bool = False) -> Iterator[Tensor]:  # fmt: skip
-    """``B × 3 × S × S`` batches of the images in order (the last one may be smaller), decoded by ``workers``."""
+    """``B × 3 × S × S`` batches of the images in order (the last one may be smaller), decoded by ``workers``.
+
+    Raises:
+        UserError: the reader's, for the first image it cannot read (as raised in the calling process).
+    """
     loader = DataLoader(_Decoded(paths, reader, transform), batch_size=batch, shuffle=False, num_workers=workers,
-                        pin_memory=pin)  # fmt: skip
-    yield from loader
+                        pin_memory=pin, collate_fn=_collate)  # fmt: skip
+    for images in loader:
+        if isinstance(images, _Failed):
+            raise UserError(images.message)
+        yield images
 
 
 def pad_batch(images: Tensor, size: int) -> Tensor:

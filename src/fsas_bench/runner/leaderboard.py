@@ -20,7 +20,7 @@ from fsas_bench.errors import UserError
 from fsas_bench.files import atomic_write_text
 from fsas_bench.metrics import IMAGE_METRICS, PIXEL_METRICS, REGION_METRICS
 from fsas_bench.runner.published import PUBLISHED_DIR, load_published, match_published
-from fsas_bench.runner.results import LEGACY_RESULT_COLUMNS, with_legacy_defaults
+from fsas_bench.runner.results import LEGACY_DEFAULTS, LEGACY_RESULT_COLUMNS, with_legacy_defaults
 
 METRICS = IMAGE_METRICS + PIXEL_METRICS + REGION_METRICS
 RUN_KEYS = ["dataset", "method", "mode", "method_cfg_hash", "flags", "backbone", "pretrained", "eval_size",
@@ -274,9 +274,12 @@ def _footnote(results: pd.DataFrame) -> list[str]:
     def values(column: str) -> str:
         return ", ".join(sorted({str(v) for v in results[column] if str(v) != ""})) or "—"
 
+    def precision(value: str) -> str:  # named only when not fp32 (rows before the column hold fp32)
+        return "" if value in ("", LEGACY_DEFAULTS["precision"]) else f", {value} autocast"
+
     backbones = sorted(
-        {f"{r.method}: {r.backbone} @ {r.image_size}px, weights {r.pretrained}, fit {r.fit_scope}"
-         + (", transductive" if r.transductive == "true" else "")
+        {f"{r.method}: {r.backbone} @ {r.image_size}px{precision(r.precision)}, weights {r.pretrained}, "
+         f"fit {r.fit_scope}" + (", transductive" if r.transductive == "true" else "")
          for r in results.itertuples()}  # fmt: skip
     )
     manifests = sorted({f"{r.shot_manifest} k={r.shot} seed={r.seed} ({r.shot_manifest_sha[:12]})"

@@ -6,12 +6,22 @@ square PNGs; 5,354 images in all), written as an MVTec tree under ``<out>/mvtec/
 native size, then upscaled (bicubic; masks nearest) and given a seeded ±3-level grain, so that PNGs decode like
 photographs rather than flat renderings. Every image has its own generator (``image_rng``), so any subset is
 byte-identical to the same images of the full tree, on every machine.
+
+The tree is written into a temporary sibling of ``<out>/mvtec`` and renamed into place once complete, with a
+marker file (:data:`MARKER`, written last) recording the request: ``<out>/mvtec`` is absent or complete, a
+rerun of the same request is a no-op, and a folder holding anything else is never written into.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +31,13 @@ from fsas_bench.data.synthetic.categories import CATEGORIES
 from fsas_bench.data.synthetic.generator import DatasetSpec, image_rng
 from fsas_bench.data.synthetic.render import render_sample
 from fsas_bench.errors import UserError
-from fsas_bench.files import check_writable_dir
+from fsas_bench.files import atomic_write_text, check_writable_dir, umask, write_error
 
 SCALE_SEED = 20250
 GRAIN = 3
 """Largest grain added to every channel value (uniform integers in [-GRAIN, GRAIN])."""
+MARKER = ".fsas-synth.json"
+"""The file written last into a complete ``<out>/mvtec``: the request it answers (preset, categories, limit)."""
 
 
 @dataclass(frozen=True)
@@ -82,21 +94,32 @@ def render_scaled(category: str, split: str, defect: str, index: int) -> tuple[n
     return grained, np.asarray(mask)
 
 
+Job = tuple[str, str, str, int]
+"""(category, split, defect folder, index) of one image."""
+
+
 def write_scale_preset(
     preset: str,
     out: Path,
     categories: Sequence[str] = (),
     limit: int | None = None,
     on_image: Callable[[int, int], None] = lambda *progress: None,
+    processes: int = 1,
 ) -> int:
-    """Write ``preset`` as an MVTec tree ``out/mvtec/<category>/...``; the number of images written.
+    """Write ``preset`` as an MVTec tree ``out/mvtec/<category>/...`` (atomically, see the module docstring);
+    the number of images written, 0 when ``out/mvtec`` already holds exactly this request, complete.
 
     Args:
         preset: a key of :data:`PRESETS`.
         out: the folder to pass as ``--data-root``.
-        categories: the categories to write (default: all).
+        categories: the categories to write (default: all; order and repeats do not matter).
         limit: at most this many images per (split, defect) group (default: the full counts).
         on_image: progress, (done, total).
+        processes: rendering processes (1: this one); the images do not depend on it.
+
+    Raises:
+        UserError: unknown preset or category, invalid limit, ``out`` not writable, or an ``out/mvtec`` that
+            holds anything but this request (checked before anything is written).
     """
     if preset not in PRESETS:
         raise UserError(f"synth preset '{preset}' is unknown: use {', '.join(PRESETS)}")
@@ -107,18 +130,68 @@ def write_scale_preset(
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit} is invalid: use a positive number of images per group")
     check_writable_dir(out, "--out")
+    names = [c for c in table if c in categories] if categories else list(table)
+    request = {"preset": preset, "categories": names, "limit": limit}
+    root = out / "mvtec"
+    if _already_written(root, request):
+        return 0
     jobs = [(c, split, defect, i)
-            for c in (categories or tuple(table))
+            for c in names
             for split, defect, count in table[c].groups()
             for i in range(count if limit is None else min(count, limit))]  # fmt: skip
-    root = out / "mvtec"
-    for done, (category, split, defect, index) in enumerate(jobs):
-        image, mask = render_scaled(category, split, defect, index)
-        _save_png(root / category / split / defect / f"{index:03d}.png", image)
-        if mask is not None:
-            _save_png(root / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
-        on_image(done + 1, len(jobs))
+    staging = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".mvtec-", suffix=".partial", dir=out))
+        for done, _ in enumerate(_write_images(staging, jobs, processes)):
+            on_image(done + 1, len(jobs))
+        atomic_write_text(staging / MARKER, json.dumps(request, sort_keys=True) + "\n", "synth marker")
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp's folder is private; the tree gets the usual permissions
+        os.replace(staging, root)
+    except OSError as exc:
+        raise UserError(write_error(root, exc, "synthetic dataset")) from exc
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # nothing left once renamed into place
     return len(jobs)
+
+
+def _already_written(root: Path, request: dict[str, object]) -> bool:
+    """Whether ``root`` holds exactly ``request``, complete (False when it is absent or an empty folder).
+
+    Raises:
+        UserError: ``root`` holds anything else.
+    """
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return False
+    try:
+        recorded = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == request:
+        return True
+    what = "another synth request" if isinstance(recorded, dict) else "files that fsas-bench synth did not write"
+    raise UserError(f"'{root}' already holds {what}: pass a new or empty --out folder, or delete '{root}' first")
+
+
+def _write_images(root: Path, jobs: Sequence[Job], processes: int) -> Iterator[None]:
+    """Render and save every job's image (and mask) under ``root``, in ``processes`` processes; one item per
+    image written."""
+    if processes <= 1:
+        for job in jobs:
+            yield _write_image(root, job)
+        return
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        yield from pool.imap_unordered(partial(_write_image, root), jobs)
+
+
+def _write_image(root: Path, job: Job) -> None:
+    """Image ``job`` (and its mask) as PNGs under ``root``."""
+    category, split, defect, index = job
+    image, mask = render_scaled(category, split, defect, index)
+    _save_png(root / category / split / defect / f"{index:03d}.png", image)
+    if mask is not None:
+        _save_png(root / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
 
 
 def _save_png(path: Path, pixels: np.ndarray) -> None:

@@ -11,7 +11,7 @@ the unswapped backbone); the run's shared backbone, used by the other methods, i
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from weakref import WeakKeyDictionary
 
 from open_clip.transformer import QuickGELU
 from torch import nn
@@ -52,15 +52,24 @@ class CategoryScopedCache(FeatureCache):
             self.category = category
 
 
-@lru_cache(maxsize=2)
+_SWAPPED: WeakKeyDictionary[FeatureCache, dict[str, FeatureCache]] = WeakKeyDictionary()
+"""Shared cache → activation → its swapped cache; weak, so the swapped copies go with the shared cache."""
+
+
 def cache_with_activation(cache: FeatureCache, activation: str) -> FeatureCache:
     """``cache`` itself when its backbone already uses ``activation`` (or ``activation`` is ``native``),
-    else a cache over a swapped copy of the backbone (built once per shared cache and activation)."""
+    else a cache over a swapped copy of the backbone, built once per shared cache and activation with the
+    shared cache's precision, disk folder, memory budget and encode settings, and freed with the shared cache."""
     backbone = cache.backbone
     if activation == "native" or model_activation(backbone.model) == activation:
         return cache
-    swapped = ClipBackbone(
-        swap_activation(backbone.model, activation), backbone.arch, backbone.pretrained,
-        f"{backbone.weights_id}+act={activation}",
-    )  # fmt: skip
-    return CategoryScopedCache(swapped.to(backbone.mean.device), cache.disk_dir)
+    swapped = _SWAPPED.setdefault(cache, {})
+    if activation not in swapped:
+        twin = ClipBackbone(
+            swap_activation(backbone.model, activation), backbone.arch, backbone.pretrained,
+            f"{backbone.weights_id}+act={activation}", backbone.precision,
+        )  # fmt: skip
+        swapped[activation] = CategoryScopedCache(
+            twin.to(backbone.mean.device), cache.disk_dir, memory_budget=cache.memory_budget, settings=cache.settings
+        )
+    return swapped[activation]

@@ -35,13 +35,16 @@ def stitch(tiles: Tensor, factor: int) -> Tensor:
 def hires_vv_tokens(
     backbone: ClipBackbone, path: Path, sha: str, factor: int, variant: Preprocess = DEFAULT_PREPROCESS
 ) -> Tensor:
-    """``(f·g)² × D`` V-V tokens of the high-resolution tiled image (unnormalised); ``variant``'s pre-resize and
-    channel steps come first (the released code tiles the 1024-px pre-resized shot)."""
+    """``(f·g)² × D`` float32 V-V tokens of the high-resolution tiled image (unnormalised), computed in the
+    backbone's precision; ``variant``'s pre-resize and channel steps come first (the released code tiles the
+    1024-px pre-resized shot)."""
     key = (backbone.variant_identity(variant), sha, factor)
     if key not in _CACHE:
         tiles = tile_images(variant.prepare(read_image_rgb(path)), backbone.image_size, factor)
         batch = torch.stack([backbone.preprocess(t) for t in tiles]).to(backbone.mean.device)
-        _CACHE[key] = stitch(vv_patch_tokens(backbone.model.visual, batch), factor).cpu()
+        with backbone.autocast():  # the run's --precision, as for every other backbone forward
+            tokens = vv_patch_tokens(backbone.model.visual, batch)
+        _CACHE[key] = stitch(tokens.float(), factor).cpu()
         while len(_CACHE) > CACHE_ENTRIES:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
