@@ -30,8 +30,9 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def default_workers() -> int:
-    """Decode workers when ``--workers`` is not given: the CPUs but one (the encoder's), at most 8."""
-    return min(MAX_DEFAULT_WORKERS, max(0, (os.cpu_count() or 1) - 1))
+    """Decode workers when ``--workers`` is not given: the CPUs this process may use (its affinity, as a cluster
+    scheduler sets it) but one (the encoder's), at most 8."""
+    return min(MAX_DEFAULT_WORKERS, max(0, len(os.sched_getaffinity(0)) - 1))
 
 
 def default_encode_batch(device: str) -> int:

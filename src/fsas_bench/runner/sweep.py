@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fsas_bench.backbones import TINY_ARCH, load_backbone
-from fsas_bench.backbones.clip import DEFAULT_PRECISION
+from fsas_bench.backbones.clip import DEFAULT_PRECISION, check_device_precision
 from fsas_bench.backbones.pipeline import EncodeSettings, default_encode_batch, default_workers
 from fsas_bench.data.formats import verify_samples
 from fsas_bench.data.manifests import ShotManifest, draw_manifest, import_shot_list, write_manifest
@@ -114,6 +114,7 @@ class Sweep:
         for unit in units:  # native evaluation needs one image size per category
             spec.frame.frame_shape(self.indexes[unit.dataset].split(unit.category, "test"))
         _check_device(spec.device)
+        check_device_precision(spec.device, spec.precision)
         self.backbone = load_backbone(
             spec.backbone, spec.pretrained, device=spec.device, allow_random=spec.allow_random_weights,
             precision=spec.precision,

@@ -59,7 +59,8 @@ _SWAPPED: WeakKeyDictionary[FeatureCache, dict[str, FeatureCache]] = WeakKeyDict
 def cache_with_activation(cache: FeatureCache, activation: str) -> FeatureCache:
     """``cache`` itself when its backbone already uses ``activation`` (or ``activation`` is ``native``),
     else a cache over a swapped copy of the backbone, built once per shared cache and activation with the
-    shared cache's precision, disk folder, memory budget and encode settings, and freed with the shared cache."""
+    shared cache's precision, disk folder, memory budget and encode settings (its spill folder beside the shared
+    cache's, never inside it), and freed with the shared cache."""
     backbone = cache.backbone
     if activation == "native" or model_activation(backbone.model) == activation:
         return cache
@@ -69,7 +70,9 @@ def cache_with_activation(cache: FeatureCache, activation: str) -> FeatureCache:
             swap_activation(backbone.model, activation), backbone.arch, backbone.pretrained,
             f"{backbone.weights_id}+act={activation}", backbone.precision,
         )  # fmt: skip
+        spill = None if cache.spill_dir is None else cache.spill_dir.with_name(f"{cache.spill_dir.name}-{activation}")
         swapped[activation] = CategoryScopedCache(
-            twin.to(backbone.mean.device), cache.disk_dir, memory_budget=cache.memory_budget, settings=cache.settings
-        )
+            twin.to(backbone.mean.device), cache.disk_dir, memory_budget=cache.memory_budget, settings=cache.settings,
+            spill_dir=spill,
+        )  # fmt: skip
     return swapped[activation]
