@@ -73,8 +73,8 @@ def main() -> None:
         written = write_scale_preset("mvtec-scale", args.data, names, args.limit)
     except UserError as err:  # e.g. --data holds another request: one line, as the CLI says it
         raise SystemExit(f"scale.py: {err}") from None
-    print(f"mvtec-scale, --limit {args.limit}: {written} images in {time.perf_counter() - start:.1f} s "
-          f"(0: written by an earlier run of the same request) under {args.data}")  # fmt: skip
+    what = f"{written} images written in {time.perf_counter() - start:.1f} s" if written else "written by an earlier run"
+    print(f"mvtec-scale, --limit {args.limit}, under {args.data}: {what}")
     rss = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:

@@ -134,7 +134,7 @@ def train(plan: SweepPlan, training: Training, on_phase: PhaseReporter = lambda 
     path = job.path(plan.spec.out)
     lock = child_path(plan.spec.out, CHECKPOINTS, LOCKS, job.relative_path().as_posix().replace("/", "__") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle, task_scope(plan), _unit_memory(worker.cache):
+    with lock.open("a") as handle, task_scope(plan), _task_memory(worker.cache):
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
         if path.is_file():
             return TrainOutcome(job, path, sha256_file(path), 0.0)
@@ -164,7 +164,7 @@ def evaluate_unit(
     worker = worker_for(plan)
     evaluator = _UnitEvaluator(plan, unit, worker, trained, on_phase)
     outcomes = []
-    with task_scope(plan), _unit_memory(worker.cache):
+    with task_scope(plan), _task_memory(worker.cache):
         if evaluator.pending():
             evaluator.ahead = replace(worker.cache.stats)
             encode_unit_ahead(plan, unit, worker.cache, on_phase)
@@ -177,7 +177,7 @@ def evaluate_unit(
 
 
 @contextmanager
-def _unit_memory(cache: FeatureCache) -> Iterator[None]:
+def _task_memory(cache: FeatureCache) -> Iterator[None]:
     """Features of one task in memory at a time: the cache's memory (and spill) is emptied before and after."""
     cache.clear_memory()
     try:
