@@ -232,12 +232,16 @@ def test_activation_swap_leaves_the_shared_backbone_untouched(tiny_backbone, ima
 def test_swapped_cache_keeps_precision_budget_and_settings_and_dies_with_the_shared_cache(tmp_path):
     backbone = load_backbone("fsas-tiny", None, precision="bf16")
     settings = EncodeSettings(encode_batch=3, workers=0)
-    cache = FeatureCache(backbone, memory_budget=12_345, settings=settings, spill_dir=tmp_path / ".spill" / "h-1")
+    cache = FeatureCache(backbone, memory_budget=12_345, settings=settings, spill_root=tmp_path / ".spill")
     swapped = cache_with_activation(cache, "quickgelu")
     assert swapped.backbone.precision == "bf16" and json.loads(swapped.backbone.identity)[-1] == "precision=bf16"
     assert swapped.backbone.identity != backbone.identity
     assert swapped.memory_budget == 12_345 and swapped.settings == settings
-    assert swapped.spill_dir == tmp_path / ".spill" / "h-1-quickgelu"  # beside the shared one: never emptied by it
+    assert swapped.spill_root == tmp_path / ".spill" and swapped.memory_budget == 12_345
+    swapped.enter_category("tile")
+    swapped.features(["a"], ["block5"], lambda i: torch.zeros(3, 224, 224))
+    cache.clear_memory()  # as the runner does after every task: the swapped cache is emptied too
+    assert swapped.category is None and not swapped._memory
     images = torch.randn(1, 3, 224, 224)  # the swapped forwards run in bf16: they differ from an fp32 twin's
     fp32 = cache_with_activation(FeatureCache(load_backbone("fsas-tiny", None)), "quickgelu").backbone
     tokens = [b.encode(images, ["block5"])["block5"] for b in (swapped.backbone, fp32)]

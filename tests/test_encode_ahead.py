@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fsas_bench.backbones import DEFAULT_PREPROCESS, FeatureCache, Preprocess, load_backbone
-from fsas_bench.backbones.pipeline import EncodeSettings, default_workers, pad_batch
+from fsas_bench.backbones.pipeline import EncodeSettings, pad_batch
 from fsas_bench.cli import main
 from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.manifests import support_samples
@@ -61,28 +61,43 @@ def test_encode_settings_are_checked():
         EncodeSettings(1, -1)
 
 
-def test_memory_budget_keeps_the_most_recent_entries_and_reads_the_rest_back(tiny_backbone, image_files):
+def test_memory_budget_keeps_the_most_recent_entries_and_reads_the_rest_back(tiny_backbone, image_files, tmp_path):
     batch = image_files(6)
     load = lambda i: tiny_backbone.preprocess(read_image_rgb(Path(batch["path"][i])))  # noqa: E731
     unbounded = FeatureCache(tiny_backbone).features(batch["sha"], ["block2", "embedding"], load)
     entry_bytes = sum(t.numel() * t.element_size() for t in unbounded[0].values())
-    cache = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes)
+    cache = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes, spill_root=tmp_path / "spill")
     cache.features(batch["sha"][:2], ["block2", "embedding"], load)
-    assert cache._spilled is None  # within the budget nothing is written anywhere
+    assert not (tmp_path / "spill").exists()  # within the budget nothing is written anywhere
     first = cache.features(batch["sha"], ["block2", "embedding"], load)
     assert cache.stats.evictions == 4 and cache.stats.peak_memory_bytes == 2 * entry_bytes
-    spill = cache._spilled
+    (spill,) = (tmp_path / "spill").iterdir()  # the cache's own folder under the root
     assert len(list(spill.glob("*.safetensors"))) == 4  # exactly the evicted entries, written once
     again = cache.features(batch["sha"], ["block2", "embedding"], lambda i: pytest.fail("spilled entry re-encoded"))
     assert cache.stats.forwards == 6 and cache.stats.peak_memory_bytes == 2 * entry_bytes
     for a, b, c in zip(unbounded, first, again, strict=True):
         assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
     cache.clear_memory()
-    assert not spill.exists()  # spilled entries go with the memory they stand in for
+    assert not list(spill.iterdir())  # spilled entries go with the memory they stand in for
     cache.features(batch["sha"], ["block2", "embedding"], load)  # encoded again, spilled again, same folder
-    assert cache.stats.forwards == 12 and cache._spilled == spill and len(list(spill.glob("*"))) == 4
+    assert cache.stats.forwards == 12 and len(list(spill.glob("*"))) == 4
+    other = FeatureCache(tiny_backbone, memory_budget=2 * entry_bytes, spill_root=tmp_path / "spill")
+    other.features(batch["sha"], ["block2"], load)
+    assert len(list((tmp_path / "spill").iterdir())) == 2  # each cache spills into a folder of its own
     del cache
-    assert not spill.exists()  # the private spill folder goes with its cache
+    assert not spill.exists()  # the spill folder goes with its cache
+
+
+def test_an_entry_completed_after_it_was_spilled_is_spilled_again_whole(tiny_backbone, image_files):
+    batch = image_files(3)
+    load = lambda i: tiny_backbone.preprocess(read_image_rgb(Path(batch["path"][i])))  # noqa: E731
+    cache = FeatureCache(tiny_backbone, memory_budget=1)  # one entry in memory at a time
+    cache.features(batch["sha"], ["block2"], load)  # a and b spilled with block2 only
+    cache.features(batch["sha"][:1], ["block2", "embedding"], load)  # a read back, completed: c spilled
+    cache.features(batch["sha"][1:2], ["block2"], load)  # b read back: the completed a is spilled again, whole
+    forwards = cache.stats.forwards
+    cache.features(batch["sha"][:1], ["block2", "embedding"], lambda i: pytest.fail("completed entry re-encoded"))
+    assert cache.stats.forwards == forwards == 4
 
 
 def test_auxiliary_training_under_a_small_memory_budget_gives_identical_results(tmp_path, monkeypatch):
@@ -96,8 +111,9 @@ def test_auxiliary_training_under_a_small_memory_budget_gives_identical_results(
     Sweep(SweepSpec(out=tmp_path / "bounded", cache_memory=budget, **common)).run()
     bounded = tasks._WORKER.cache.stats
     assert tasks._WORKER.cache.memory_budget == budget
-    spill = tasks._WORKER.cache.spill_dir  # spilled under --out, emptied when the task ends
-    assert spill.is_relative_to(tmp_path / "bounded" / ".spill") and not spill.exists()
+    spilled = list((tmp_path / "bounded" / ".spill").rglob("*"))  # spilled under --out, emptied after the task
+    assert tasks._WORKER.cache.spill_root == tmp_path / "bounded" / ".spill"
+    assert spilled and all(p.is_dir() for p in spilled)
     assert full.peak_memory_bytes > 10 * budget  # without a budget every auxiliary image stays in memory
     assert bounded.evictions > 0 and bounded.peak_memory_bytes <= budget
     assert bounded.forwards == full.forwards  # spilled entries are read back from disk, never re-encoded
@@ -120,7 +136,7 @@ def test_the_first_cell_of_a_unit_reports_the_encoding_ahead(tmp_path):
     record = json.loads(marker.read_text())
     assert {k: record[k] for k in ("device", "precision", "encode_batch")} == {"device": "cpu", "precision": "fp32",
                                                                              "encode_batch": 1}  # fmt: skip
-    assert record["workers"] == default_workers()
+    assert record["workers"] is None  # not given: each machine resolves its own default
 
 
 def test_each_preprocessing_variant_is_encoded_ahead_for_the_images_that_read_it(tmp_path, tiny_backbone):
@@ -156,6 +172,14 @@ def test_each_preprocessing_variant_is_encoded_ahead_for_the_images_that_read_it
             batch = {"path": [str(x.image_path) for x in samples], "sha": [image_sha(x.image_path) for x in samples]}
             method.features(batch, method.names, variant=variants[role])
     assert cache.stats.forwards == cache.stats.misses == encoded and cache.stats.hits == 2 * len(queries + references)
+
+
+@pytest.mark.parametrize(("activation", "ahead"), [("native", True), ("gelu", True), ("quickgelu", False)])
+def test_dictas_on_a_swapped_backbone_copy_is_not_encoded_ahead_on_the_shared_one(tmp_path, activation, ahead):
+    spec = SweepSpec(out=tmp_path, methods=("dictas",), categories=("tile",), shots=(1,), seeds=(0,),
+                     overrides={"dictas": {"activation": activation}})  # fmt: skip
+    plan = Sweep(spec).plan  # fsas-tiny computes GELU: only QuickGELU needs the swapped copy
+    assert bool(plan.ahead) == ahead and plan.prefetch == (plan.ahead[0].names if ahead else frozenset())
 
 
 def test_encode_batch_and_workers_never_change_results(tmp_path):

@@ -221,3 +221,19 @@ def test_ray_tasks_request_the_cpus_their_threads_use(tmp_path):
     assert task_resources(plan, largest_node_cpus=16) == {"num_cpus": 4}
     assert task_resources(plan, largest_node_cpus=2) == {"num_cpus": 2}
     assert task_resources(replace(plan, spec=replace(plan.spec, device="cuda")), 16) == {"num_gpus": 1}
+
+
+def test_the_default_memory_budget_is_shared_by_the_tasks_a_node_runs_at_once(tmp_path):
+    from dataclasses import replace
+
+    from fsas_bench.backbones import default_memory_budget
+    from fsas_bench.runner.executors import node_tasks
+    from fsas_bench.runner.tasks import Worker
+
+    nodes = [{"CPU": 16.0, "GPU": 4.0, "memory": 1e11}, {"CPU": 2.0}]
+    assert node_tasks({"num_cpus": 4}, nodes) == 4 and node_tasks({"num_gpus": 1}, nodes) == 4
+    assert node_tasks({"num_cpus": 4}, [{"CPU": 2.0}]) == 1  # at least one
+    quarter = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    assert default_memory_budget() <= quarter and default_memory_budget(4) == default_memory_budget() // 4
+    plan = Sweep(SweepSpec(out=tmp_path, **SMALL)).plan
+    assert Worker(replace(plan, node_tasks=3)).cache.memory_budget == default_memory_budget() // 3

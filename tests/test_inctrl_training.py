@@ -78,10 +78,10 @@ def test_auxiliary_training_encodes_its_images_ahead_and_then_only_hits(tiny_bac
     updates = []
     method.report_phase, method.phase = updates.append, "training"
     method.fit_auxiliary(auxiliary, auxiliary, shot=1)
-    encoding = [u for u in updates if u.detail.startswith("encoding ")]
+    encoding = [u for u in updates if u.phase == "training, encoding ahead"]  # its own phase: its own ETA
     total = encoding[-1].total
     assert [u.completed for u in encoding] == list(range(1, total + 1))
-    assert encoding[-1].detail == f"encoding {total}/{total} images"
+    assert encoding[-1].detail == f"{total}/{total} images"
     assert cache.stats.forwards == cache.stats.misses == total  # every image encoded ahead, in batches, once
     assert cache.stats.hits == 2 * 8 * 2  # the two steps' 8 queries and 8 prompts all hit
 

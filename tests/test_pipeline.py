@@ -1,9 +1,11 @@
-"""The decode pipeline hands a worker's UserError back as the same one-line UserError (no worker traceback)."""
+"""The decode pipeline: a worker's UserError comes back as the same one-line UserError (no worker traceback), and
+decoding leaves the global random state alone."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fsas_bench.backbones.pipeline import EncodeSettings, decoded_batches, encode_images
@@ -40,3 +42,12 @@ def test_a_worker_user_error_comes_back_unwrapped(tiny_backbone, images_with_a_b
         for i, _ in encode_images(tiny_backbone, paths, ["block1"], read_image_rgb, transform, settings):
             encoded.append(i)
     assert str(info.value) == message and encoded == [0, 1]
+
+
+def test_decoding_never_moves_the_global_random_state(tiny_backbone, images_with_a_bad_one):
+    """Encode-ahead runs after the training seed is set: whether images were cached must not change its draws."""
+    paths = images_with_a_bad_one[0][:3]
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    batches = list(decoded_batches(paths, read_image_rgb, tiny_backbone.transform(), 2, 0))
+    assert len(batches) == 2 and torch.equal(torch.get_rng_state(), state)

@@ -44,7 +44,7 @@ def test_auxiliary_training_reports_epochs_and_steps(tmp_path, monkeypatch):
     assert len(runs) == 2  # one model per shot
     for k, run in zip((1, 2), runs, strict=True):
         assert run[0] == PhaseUpdate(f"training inctrl on synthetic-aux, seed 0, k={k}")
-        encoding = [u for u in run[1:] if u.detail.startswith("encoding ")]  # drawn images, encoded ahead
+        encoding = [u for u in run[1:] if u.phase.endswith(", encoding ahead")]  # the drawn images
         assert encoding and [u.completed for u in encoding] == list(range(1, encoding[-1].total + 1))
         steps = run[1 + len(encoding):]
         assert [u.description for u in steps] == [

@@ -141,8 +141,8 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image decode processes (default: the CPUs but one, at most 8; 0 = main process)")
     parser.add_argument("--cache-memory", metavar="BYTES",
                         help="most feature bytes held in memory, e.g. 2G (default: a quarter of the machine's "
-                             "memory); older features spill to the --feature-cache folder (or a temporary one) "
-                             "and are read back")  # fmt: skip
+                             "memory, shared by the tasks it runs at once); older features are read back from "
+                             "the --feature-cache folder, or spilled under --out/.spill/")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

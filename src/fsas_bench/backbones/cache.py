@@ -8,7 +8,8 @@ is decoded on a miss and encoded alone. Either way features are independent of h
 
 The in-memory entries are a least-recently-used set of at most ``memory_budget`` bytes (the runner's default:
 a quarter of the machine's memory): entries pushed out live on disk (the ``--feature-cache`` folder, where every
-entry is written anyway, else a private spill folder written only on eviction and emptied with the memory) and
+entry is written anyway, else a spill folder of the cache's own written only on eviction and emptied with the
+memory) and
 are read back when asked for again, so auxiliary training streams its features from disk instead of holding
 them all.
 """
@@ -36,6 +37,8 @@ from fsas_bench.backbones.pipeline import EncodeSettings, ImageReader, encode_im
 from fsas_bench.files import atomic_write
 
 _T = TypeVar("_T")
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+"""cgroup v2 and v1 memory limits of this process's group."""
 
 
 @dataclass
@@ -58,26 +61,27 @@ class FeatureCache:
         backbone: the frozen backbone that produces the features.
         disk_dir: optional directory persisting entries across runs.
         memory_budget: most bytes of features held in memory (None: no bound); the least recently used entries
-            beyond it are dropped from memory (they are in ``disk_dir``) or, without one, spilled to
-            ``spill_dir``.
+            beyond it are dropped from memory (they are in ``disk_dir``) or, without one, spilled to a folder of
+            the cache's own.
         settings: how :meth:`encode_ahead` decodes and batches images (never changes a feature).
-        spill_dir: the private folder of spilled entries (made at the first eviction, emptied by
-            :meth:`clear_memory`, removed with the cache); None: a temporary folder.
+        spill_root: where that spill folder is made (a unique name, at the first eviction; emptied by
+            :meth:`clear_memory`, removed with the cache); None: the system's temporary folder.
     """
 
     def __init__(self, backbone: ClipBackbone, disk_dir: Path | None = None, memory_budget: int | None = None,
-                 settings: EncodeSettings = EncodeSettings(), spill_dir: Path | None = None) -> None:  # fmt: skip
+                 settings: EncodeSettings = EncodeSettings(), spill_root: Path | None = None) -> None:  # fmt: skip
         self.backbone = backbone
         self.settings = settings
         self.disk_dir = disk_dir
-        self.spill_dir = spill_dir
+        self.spill_root = spill_root
+        self.companions: list[FeatureCache] = []
+        """Caches over backbones derived from this one (DictAS's activation swap), emptied with it."""
         self._spilled: Path | None = None  # the spill folder once made
-        self._removal: weakref.finalize | None = None
         self.memory_budget = memory_budget
         self.stats = CacheStats()
         self.prefetch: set[str] = set()
-        """Features encoded together with any miss: the union every method of a sweep reads, so that each
-        image goes through the backbone once per run however many methods use it."""
+        """Features encoded together with any miss of the default variant: the union every method of a sweep
+        reads in it, so that each image goes through the backbone once per run however many methods use it."""
         self._memory: OrderedDict[str, BackboneFeatures] = OrderedDict()
         self._memory_bytes = 0
 
@@ -139,7 +143,7 @@ class FeatureCache:
         Args:
             image_shas / paths: SHA-256 and file of each image (duplicates by SHA are encoded once).
             reader: path → RGB uint8 array.
-            names: the features to encode (None: the :attr:`prefetch` set, what a unit's methods read).
+            names: the features to encode (None: the :attr:`prefetch` set).
             variant: the preprocessing of the features.
             on_progress: called with (images encoded, images to encode) after each image.
 
@@ -175,8 +179,10 @@ class FeatureCache:
         self._memory.clear()
         self._memory_bytes = 0
         if self._spilled is not None:
-            shutil.rmtree(self._spilled, ignore_errors=True)
-            self._spilled = None
+            for path in self._spilled.glob("*.safetensors"):
+                path.unlink(missing_ok=True)
+        for companion in self.companions:
+            companion.clear_memory()
 
     def _remember(self, key: str, entry: BackboneFeatures) -> None:
         """Keep ``entry`` in memory as the most recently used; push the least recently used ones out (they are
@@ -190,7 +196,7 @@ class FeatureCache:
             evicted_key, evicted = self._memory.popitem(last=False)
             self._memory_bytes -= _nbytes(evicted)
             self.stats.evictions += 1
-            if self.disk_dir is None and not (self._spill_folder() / f"{evicted_key}.safetensors").is_file():
+            if self.disk_dir is None and self._held_on_disk(evicted_key) != set(evicted):  # absent, or fewer names
                 _write_entry(self._spill_folder(), evicted_key, evicted)
         self.stats.peak_memory_bytes = max(self.stats.peak_memory_bytes, self._memory_bytes)
 
@@ -202,19 +208,19 @@ class FeatureCache:
         """The feature names cached under ``key`` in memory or on disk (a disk entry's header only is read)."""
         if (entry := self._memory.get(key)) is not None:
             return set(entry)
+        return self._held_on_disk(key)
+
+    def _held_on_disk(self, key: str) -> set[str]:
+        """The feature names of ``key``'s disk (or spilled) file, from its header; empty when there is none."""
         return self._read_disk(key, lambda handle: set(handle.keys())) or set()
 
     def _spill_folder(self) -> Path:
-        """The private folder of evicted entries (made on first use, removed with the cache)."""
+        """The cache's own folder of evicted entries (made on first use, removed with the cache)."""
         if self._spilled is None:
-            if self.spill_dir is None:
-                self.spill_dir = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-"))
-            else:
-                shutil.rmtree(self.spill_dir, ignore_errors=True)  # a dead process's leftovers under the same name
-                self.spill_dir.mkdir(parents=True)
-            if self._removal is None:
-                self._removal = weakref.finalize(self, shutil.rmtree, self.spill_dir, True)
-            self._spilled = self.spill_dir
+            if self.spill_root is not None:
+                self.spill_root.mkdir(parents=True, exist_ok=True)
+            self._spilled = Path(tempfile.mkdtemp(prefix="fsas-feature-spill-", dir=self.spill_root))
+            weakref.finalize(self, shutil.rmtree, self._spilled, True)
         return self._spilled
 
     def _load(self, key: str) -> BackboneFeatures | None:
@@ -240,9 +246,17 @@ class FeatureCache:
             _write_entry(self.disk_dir, key, entry)
 
 
-def default_memory_budget() -> int:
-    """Feature bytes held in memory when ``--cache-memory`` is not given: a quarter of this machine's memory."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+def default_memory_budget(tasks_at_once: int = 1) -> int:
+    """Feature bytes one cache holds in memory when ``--cache-memory`` is not given: a quarter of this machine's
+    memory (or of its cgroup limit, as a batch scheduler sets it, when lower), shared by the ``tasks_at_once``
+    tasks the machine runs at once."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in CGROUP_MEMORY_LIMITS:
+        try:
+            memory = min(memory, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            continue
+    return memory // 4 // max(1, tasks_at_once)
 
 
 def _write_entry(folder: Path, key: str, entry: BackboneFeatures) -> None:

@@ -32,7 +32,8 @@ MAX_DEFAULT_WORKERS = 8
 def default_workers() -> int:
     """Decode workers when ``--workers`` is not given: the CPUs this process may use (its affinity, as a cluster
     scheduler sets it) but one (the encoder's), at most 8."""
-    return min(MAX_DEFAULT_WORKERS, max(0, len(os.sched_getaffinity(0)) - 1))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, max(0, usable - 1))
 
 
 def default_encode_batch(device: str) -> int:
@@ -95,8 +96,9 @@ def decoded_batches(paths: Sequence[Path], reader: ImageReader, transform: Input
     Raises:
         UserError: the reader's, for the first image it cannot read (as raised in the calling process).
     """
+    # A generator of its own: iterating the loader never draws from the global RNG (training's seeded state).
     loader = DataLoader(_Decoded(paths, reader, transform), batch_size=batch, shuffle=False, num_workers=workers,
-                        pin_memory=pin, collate_fn=_collate)  # fmt: skip
+                        pin_memory=pin, collate_fn=_collate, generator=torch.Generator())  # fmt: skip
     for images in loader:
         if isinstance(images, _Failed):
             raise UserError(images.message)

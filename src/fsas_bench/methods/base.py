@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 from torch import Tensor
 
-from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, FeatureCache, Preprocess
+from fsas_bench.backbones import DEFAULT_PREPROCESS, BackboneFeatures, ClipBackbone, FeatureCache, Preprocess
 from fsas_bench.data.datamodule import image_sha
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
@@ -273,6 +273,12 @@ class FewShotMethod(L.LightningModule, ABC):
         backbone (the runner learns them without building the method)."""
 
     @classmethod
+    def reads_backbone(cls, config: MethodConfig, backbone: ClipBackbone) -> bool:
+        """Whether the method reads its features from ``backbone`` itself (the runner encodes those ahead);
+        False for a method that reads a modified copy of it (encoded as read)."""
+        return True
+
+    @classmethod
     def input_variants(cls, config: MethodConfig) -> dict[str, Preprocess]:
         """The preprocessing of the images whose :meth:`feature_names` the method reads with ``config``, by role:
         ``query`` (the test split) and ``support`` (the references); the runner encodes each ahead."""
@@ -299,13 +305,13 @@ class FewShotMethod(L.LightningModule, ABC):
         self, samples: Sequence[Sample], names: Sequence[str], variant: Preprocess = DEFAULT_PREPROCESS
     ) -> None:
         """Encode ``names`` of ``samples`` not cached yet through the cache's pipeline (decode workers, fixed-size
-        batches) before training reads them, reporting the count in the current phase; under a memory budget
+        batches) before training reads them, reporting the count (``<phase>, encoding ahead``); under a memory budget
         the features spill to disk and training streams them back."""
         paths = [s.image_path for s in samples]
 
         def progress(done: int, total: int) -> None:
             if self.report_phase is not None:
-                self.report_phase(PhaseUpdate(self.phase, f"encoding {done}/{total} images", done, total))
+                self.report_phase(PhaseUpdate(f"{self.phase}, encoding ahead", f"{done}/{total} images", done, total))
 
         self.cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, names, variant, progress)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fsas_bench.errors import UserError
@@ -56,9 +56,10 @@ class RayExecutor:
     """Tasks on a Ray cluster: ``address`` None starts a local instance (shut down at the end).
 
     Training tasks and unit tasks request one GPU each with ``--device cuda`` and otherwise the CPUs their
-    threads use (:func:`task_resources`); a unit task depends on the training tasks of its checkpoints; a task
-    whose worker dies is retried (:data:`RAY_RETRIES`). The driver polls the cell files for progress (workers write them into ``--out``,
-    which all nodes must share).
+    threads use (:func:`task_resources`); the plan learns how many such tasks a node runs at once
+    (:func:`node_tasks`, which shares the default feature memory budget); a unit task depends on the training
+    tasks of its checkpoints; a task whose worker dies is retried (:data:`RAY_RETRIES`). The driver polls the
+    cell files for progress (workers write them into ``--out``, which all nodes must share).
     """
 
     address: str | None = None
@@ -77,8 +78,11 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run(self, ray: Any, plan: SweepPlan, on_cell: CellReporter, on_phase: PhaseReporter) -> list[CellOutcome]:
-        largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
-        options = {**task_resources(plan, int(largest_node)), "max_retries": RAY_RETRIES, "retry_exceptions": False}
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        largest_node = max((n.get("CPU", 0) for n in nodes), default=1)
+        resources = task_resources(plan, int(largest_node))
+        plan = replace(plan, node_tasks=node_tasks(resources, nodes))
+        options = {**resources, "max_retries": RAY_RETRIES, "retry_exceptions": False}
         plan_ref = ray.put(plan)
         train_task = ray.remote(_train_task).options(name="fsas-train", **options)
         unit_task = ray.remote(_unit_task).options(name="fsas-unit", **options)
@@ -101,7 +105,8 @@ class RayExecutor:
                     outcomes.append(outcome)
             refs = list(training_refs.values())
             trainings = len(ray.wait(refs, num_returns=len(refs), timeout=0)[1]) if refs else 0
-            on_phase(PhaseUpdate(f"ray: {trainings} training and {len(pending)} unit tasks to finish") if pending else None)
+            status = f"ray: {trainings} training and {len(pending)} unit tasks to finish"
+            on_phase(PhaseUpdate(status) if pending else None)
         return outcomes
 
 
@@ -114,6 +119,13 @@ def task_resources(plan: SweepPlan, largest_node_cpus: int) -> dict[str, int]:
     if plan.spec.device.startswith("cuda"):
         return {"num_gpus": 1}
     return {"num_cpus": max(1, min(plan.threads, largest_node_cpus))}
+
+
+def node_tasks(resources: dict[str, int], nodes: list[dict[str, float]]) -> int:
+    """The most tasks requesting ``resources`` that one of ``nodes`` (Ray resource dicts) can run at once: one
+    per GPU, or one per ``num_cpus`` CPUs."""
+    kind, each = ("GPU", resources["num_gpus"]) if "num_gpus" in resources else ("CPU", resources["num_cpus"])
+    return max([1, *(int(node.get(kind, 0) // each) for node in nodes)])
 
 
 def _train_task(plan: SweepPlan, training: Training) -> TrainOutcome:

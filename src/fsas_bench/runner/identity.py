@@ -1,13 +1,14 @@
 """Which sweep owns an output directory.
 
 ``<out>/sweep.json`` records the **protocol** of the sweep that created the directory: the backbone identity
-(architecture, weights, preprocessing, precision when not fp32), the evaluation frame and the AUPRO limit. A later run into the same
-``--out`` must have the same protocol; it may extend the grid (more methods, datasets, categories, shots,
-seeds) or add ablations (``--set``, ``--mode``: rows carry their config hash and flags), which merge. A
-different protocol would mix incomparable rows in one leaderboard, so it is refused before anything is written.
+(architecture, weights, preprocessing, precision when not fp32), the evaluation frame and the AUPRO limit. A
+later run into the same ``--out`` must have the same protocol; it may extend the grid (more methods, datasets,
+categories, shots, seeds) or add ablations (``--set``, ``--mode``: rows carry their config hash and flags),
+which merge. A different protocol would mix incomparable rows in one leaderboard, so it is refused before
+anything is written.
 
-Every run also leaves ``<out>/runs/<run_id>.json`` (its grid, device, precision and encode settings); tasks on other machines check that they see it
-(``--out`` must be on a filesystem every node shares).
+Every run also leaves ``<out>/runs/<run_id>.json`` (its grid, device, precision and encode settings); tasks on
+other machines check that they see it (``--out`` must be on a filesystem every node shares).
 """
 
 from __future__ import annotations

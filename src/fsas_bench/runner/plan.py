@@ -122,6 +122,8 @@ class SweepPlan:
             also what any miss encodes together).
         backbone: arch, weights label, input size and identity of the backbone.
         threads: torch intra-op threads of every task (the same in every executor, so numbers are too).
+        node_tasks: the most tasks one machine runs at once (1 locally; the Ray executor sets it from the
+            cluster's nodes): the default feature memory budget is shared among them.
     """
 
     spec: SweepSpec
@@ -138,6 +140,7 @@ class SweepPlan:
     ahead: tuple[AheadEncode, ...]
     backbone: BackboneInfo
     threads: int
+    node_tasks: int = 1
 
     @property
     def prefetch(self) -> frozenset[str]:

@@ -210,16 +210,19 @@ class Sweep:
         return tuple(Unit(dataset, category, tuple(cells)) for (dataset, category), cells in groups.items())
 
     def _ahead(self) -> tuple[AheadEncode, ...]:
-        """Per preprocessing variant, the union of the features every (method, dataset) config reads in it and
-        the roles of the images; every name checked against the backbone."""
-        depth, wanted = self.backbone.depth, {}
+        """Per preprocessing variant, the union of the features every (method, dataset) config reads in it from
+        the backbone itself and the roles of the images; every name checked against the backbone."""
+        depth, wanted, every = self.backbone.depth, {}, set()
         for (method, _), config in self.configs.items():
             cls = self.methods[method]
+            every.update(cls.feature_names(config, depth))
+            if not cls.reads_backbone(config, self.backbone):  # a modified copy: encoded as it is read
+                continue
             for role, variant in cls.input_variants(config).items():
                 names, roles = wanted.setdefault(variant, (set(), set()))
                 names.update(cls.feature_names(config, depth))
                 roles.add(role)
-        self.backbone.check_features(sorted({n for names, _ in wanted.values() for n in names}))
+        self.backbone.check_features(sorted(every))
         return tuple(AheadEncode(v, frozenset(names), frozenset(roles)) for v, (names, roles) in wanted.items())
 
     def _train_job(self, cell: Cell) -> TrainJob | None:
@@ -252,11 +255,10 @@ class Sweep:
         this run's cells (resumed ones marked skipped)."""
         spec = self.spec
         self._write_sidecars()
-        settings = spec.encode_settings  # as this (driver) machine resolves the defaults
         record_run(spec.out, self.protocol, self.plan.run_id, {"methods": list(self.methods),
                    "datasets": list(self.indexes), "cells": len(self.cells), "device": spec.device,
-                   "precision": spec.precision, "encode_batch": settings.encode_batch,
-                   "workers": settings.workers})  # fmt: skip
+                   "precision": spec.precision, "encode_batch": spec.encode_settings.encode_batch,
+                   "workers": spec.workers})  # fmt: skip  (workers null: each machine's default)
         try:
             return executor(spec.executor, self.backbone, spec.ray_address).run(self.plan, on_cell, on_phase)
         finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import math
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,7 +46,7 @@ from fsas_bench.trainer import quiet_trainer, quiet_warnings
 LEVELS = {**dict.fromkeys(IMAGE_METRICS, "image"), **dict.fromkeys(PIXEL_METRICS, "pixel"), "AUPRO": "region"}
 LOCKS = ".locks"
 SPILL = ".spill"
-"""Folder under ``--out`` of each process's spilled features (when there is no ``--feature-cache``)."""
+"""Folder under ``--out`` holding each feature cache's spill folder (when there is no ``--feature-cache``)."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,8 @@ class Worker:
         self.backbone = backbone or load_backbone(spec.backbone, spec.pretrained, device=spec.device,
                                                   allow_random=spec.allow_random_weights,
                                                   precision=spec.precision)  # fmt: skip
-        budget = default_memory_budget() if spec.cache_memory is None else spec.cache_memory  # this node's memory
-        spill = child_path(spec.out, SPILL, f"{socket.gethostname()}-{os.getpid()}")
-        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, budget, spec.encode_settings, spill)
+        budget = default_memory_budget(plan.node_tasks) if spec.cache_memory is None else spec.cache_memory
+        self.cache = FeatureCache(self.backbone, spec.feature_cache_dir, budget, spec.encode_settings, spec.out / SPILL)
         self.cache.prefetch.update(plan.prefetch)
         self.reference = None if spec.reference_fits is None else ReferenceFits(spec.reference_fits)
         self.key = _worker_key(plan)
@@ -108,7 +105,7 @@ def worker_for(plan: SweepPlan, backbone: ClipBackbone | None = None) -> Worker:
 def _worker_key(plan: SweepPlan) -> tuple[object, ...]:
     spec = plan.spec
     return (plan.backbone.identity, spec.device, spec.out, spec.feature_cache_dir, spec.cache_memory,
-            spec.encode_settings, spec.reference_fits, plan.ahead)
+            spec.encode_settings, spec.reference_fits, plan.ahead, plan.node_tasks)
 
 
 @contextmanager
@@ -198,7 +195,7 @@ def encode_unit_ahead(
         label = f" (variant {number}/{len(plan.ahead)})" if len(plan.ahead) > 1 else ""
 
         def progress(done: int, total: int) -> None:
-            on_phase(PhaseUpdate(phase, f"{done}/{total} images{label}", done, total))
+            on_phase(PhaseUpdate(phase + label, f"{done}/{total} images", done, total))  # a phase per pass
 
         paths = [s.image_path for s in plan.unit_samples(unit, ahead.roles)]
         cache.encode_ahead([image_sha(p) for p in paths], paths, read_image_rgb, sorted(ahead.names), ahead.variant,

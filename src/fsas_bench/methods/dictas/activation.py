@@ -27,6 +27,11 @@ def model_activation(model: nn.Module) -> str:
     return found.pop() if len(found) == 1 else "mixed"
 
 
+def needs_swap(backbone: ClipBackbone, activation: str) -> bool:
+    """Whether ``activation`` (``native``, ``gelu``, ``quickgelu``) differs from what ``backbone`` computes."""
+    return activation != "native" and model_activation(backbone.model) != activation
+
+
 def swap_activation(model: nn.Module, activation: str) -> nn.Module:
     """A deep copy of ``model`` with every GELU/QuickGELU module replaced by ``activation`` (exact-erf GELU
     or QuickGELU), in the image and the text tower alike; ``model`` itself is unchanged."""
@@ -45,6 +50,10 @@ class CategoryScopedCache(FeatureCache):
 
     category: str | None = None
 
+    def clear_memory(self) -> None:
+        super().clear_memory()
+        self.category = None
+
     def enter_category(self, category: str) -> None:
         """Forget the previous category's features when ``category`` is a new one."""
         if category != self.category:
@@ -59,10 +68,10 @@ _SWAPPED: WeakKeyDictionary[FeatureCache, dict[str, FeatureCache]] = WeakKeyDict
 def cache_with_activation(cache: FeatureCache, activation: str) -> FeatureCache:
     """``cache`` itself when its backbone already uses ``activation`` (or ``activation`` is ``native``),
     else a cache over a swapped copy of the backbone, built once per shared cache and activation with the
-    shared cache's precision, disk folder, memory budget and encode settings (its spill folder beside the shared
-    cache's, never inside it), and freed with the shared cache."""
+    shared cache's precision, disk folder, memory budget, encode settings and spill root, emptied and freed with
+    the shared cache."""
     backbone = cache.backbone
-    if activation == "native" or model_activation(backbone.model) == activation:
+    if not needs_swap(backbone, activation):
         return cache
     swapped = _SWAPPED.setdefault(cache, {})
     if activation not in swapped:
@@ -70,9 +79,9 @@ def cache_with_activation(cache: FeatureCache, activation: str) -> FeatureCache:
             swap_activation(backbone.model, activation), backbone.arch, backbone.pretrained,
             f"{backbone.weights_id}+act={activation}", backbone.precision,
         )  # fmt: skip
-        spill = None if cache.spill_dir is None else cache.spill_dir.with_name(f"{cache.spill_dir.name}-{activation}")
         swapped[activation] = CategoryScopedCache(
             twin.to(backbone.mean.device), cache.disk_dir, memory_budget=cache.memory_budget, settings=cache.settings,
-            spill_dir=spill,
+            spill_root=cache.spill_root,
         )  # fmt: skip
+        cache.companions.append(swapped[activation])  # emptied whenever the shared cache is
     return swapped[activation]

@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from fsas_bench.backbones import FeatureCache
+from fsas_bench.backbones import ClipBackbone, FeatureCache
 from fsas_bench.data.formats import read_image_rgb
 from fsas_bench.data.index import DatasetIndex
 from fsas_bench.errors import UserError
 from fsas_bench.methods.base import FewShotMethod, MethodOutput
-from fsas_bench.methods.dictas.activation import CategoryScopedCache, cache_with_activation
+from fsas_bench.methods.dictas.activation import CategoryScopedCache, cache_with_activation, needs_swap
 from fsas_bench.methods.dictas.augment import rotate_reflect
 from fsas_bench.methods.dictas.config import DictASConfig
 from fsas_bench.methods.dictas.losses import lookup_losses, patch_masks, tac_losses
@@ -66,6 +66,11 @@ class DictAS(FewShotMethod):
     @classmethod
     def feature_names(cls, config: DictASConfig, depth: int) -> list[str]:
         return [f"block{b}" for b in config.taps(depth)] + (["embedding"] if config.uses_text else [])
+
+    @classmethod
+    def reads_backbone(cls, config: DictASConfig, backbone: ClipBackbone) -> bool:
+        """False when ``activation`` swaps the backbone's: the features then come from a swapped copy."""
+        return not needs_swap(backbone, config.activation)
 
     def load_official(self, state: Mapping[str, Any]) -> None:
         """Load an official checkpoint (``{"Mymodel": state_dict}`` or the state dict itself), strictly."""
