@@ -59,15 +59,18 @@ class AheadEncode:
     roles: frozenset[str]
 
 
-def category_samples(
-    index: DatasetIndex, category: str, manifests: Iterable[ShotManifest], roles: Iterable[str] = (QUERY, SUPPORT)
+def unit_samples(
+    unit: Unit,
+    indexes: dict[str, DatasetIndex],
+    manifests: dict[tuple[str, int, int | str], ShotManifest],
+    roles: Iterable[str] = (QUERY, SUPPORT),
 ) -> list[Sample]:
-    """Every image of ``roles`` a unit of ``category`` reads, once, in a fixed order: the test split (queries),
-    then the references of each manifest in turn (what is decoded in preflight and encoded ahead)."""
-    roles = set(roles)
-    found = {s.image_path: s for s in index.split(category, "test")} if QUERY in roles else {}
-    for manifest in manifests if SUPPORT in roles else ():
-        for sample in support_samples(manifest, index, category):
+    """Every image of ``roles`` that ``unit`` reads, once, in a fixed order: the test split (queries), then the
+    references of each of its cells' manifests in turn (what is decoded in preflight and encoded ahead)."""
+    roles, index = set(roles), indexes[unit.dataset]
+    found = {s.image_path: s for s in index.split(unit.category, "test")} if QUERY in roles else {}
+    for key in unit.manifest_keys if SUPPORT in roles else ():
+        for sample in support_samples(manifests[key], index, unit.category):
             found.setdefault(sample.image_path, sample)
     return list(found.values())
 
@@ -149,9 +152,8 @@ class SweepPlan:
         return next((a.names for a in self.ahead if a.variant == DEFAULT_PREPROCESS), frozenset())
 
     def unit_samples(self, unit: Unit, roles: Iterable[str] = (QUERY, SUPPORT)) -> list[Sample]:
-        """Every image of ``roles`` that ``unit`` reads (:func:`category_samples` of its cells' manifests)."""
-        manifests = [self.manifests[key] for key in unit.manifest_keys]
-        return category_samples(self.indexes[unit.dataset], unit.category, manifests, roles)
+        """Every image of ``roles`` that ``unit`` reads (:func:`unit_samples`)."""
+        return unit_samples(unit, self.indexes, self.manifests, roles)
 
     def unit_trainings(self, unit: Unit) -> list[Training]:
         """The trainings whose checkpoints the unit's cells evaluate (its dependencies)."""

@@ -35,7 +35,7 @@ from fsas_bench.progress import PhaseReporter
 from fsas_bench.runner.executors import EXECUTORS, CellReporter, executor
 from fsas_bench.runner.grid import Cell, expand_grid, job_id, numeric_seed
 from fsas_bench.runner.identity import check_protocol, record_run
-from fsas_bench.runner.plan import AheadEncode, BackboneInfo, SweepPlan, Training, Unit, category_samples
+from fsas_bench.runner.plan import AheadEncode, BackboneInfo, SweepPlan, Training, Unit, unit_samples
 from fsas_bench.runner.pictures import DEFAULT_EXAMPLES
 from fsas_bench.runner.results import ResultStore
 from fsas_bench.runner.tasks import CellOutcome
@@ -197,8 +197,7 @@ class Sweep:
         """Every image the units read, once."""
         used: dict[Path, Sample] = {}
         for unit in units:
-            manifests = [self.manifests[key] for key in unit.manifest_keys]
-            for sample in category_samples(self.indexes[unit.dataset], unit.category, manifests):
+            for sample in unit_samples(unit, self.indexes, self.manifests):
                 used.setdefault(sample.image_path, sample)
         return list(used.values())
 
